@@ -1,0 +1,211 @@
+"""Read FER2013 from either public layout into uint8 arrays.
+
+Two layouts exist in the wild:
+
+* the Kaggle CSV (``fer2013.csv``: ``emotion,pixels,Usage``; also ``icml_face_data.csv`` whose header
+  has spaces), one 48x48 face per row as 2,304 space-separated pixel values;
+* image folders ``train/<class>/*.jpg`` and ``test/<class>/*.jpg``.  File-name prefixes
+  ``Training_``/``PublicTest_``/``PrivateTest_`` keep the official split; without them ``test/``
+  is one unsplit test set.
+
+Both return a :class:`RawFER` with images ``(N, 48, 48) uint8``, canonical labels (see
+:mod:`fer_sweep.data.classes`) and a usage code per image.  Anything malformed raises
+:class:`~fer_sweep.data.errors.FER2013Error` before a single tensor is cached.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fer_sweep.data.classes import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST, TRAINING, UNSPLIT_TEST, USAGES
+from fer_sweep.data.errors import OBTAIN_HINT, FER2013Error
+
+log = logging.getLogger(__name__)
+
+SIZE = 48
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CSV_NAMES = ("fer2013.csv", "icml_face_data.csv")
+PREFIX_USAGE = {"Training_": TRAINING, "PublicTest_": PUBLIC_TEST, "PrivateTest_": PRIVATE_TEST}
+
+
+@dataclass
+class RawFER:
+    """Decoded FER2013: one entry per image, in a stable order."""
+
+    images: np.ndarray  # (N, 48, 48) uint8
+    labels: np.ndarray  # (N,) int64, canonical 7-class labels
+    usage: np.ndarray  # (N,) int8, index into USAGES
+    sources: list[str] = field(default_factory=list)  # relative path, or "fer2013.csv:<row>"
+    resized: int = 0  # images that were not 48x48 and were resized
+
+
+def detect_layout(root: str | os.PathLike) -> tuple[str, Path]:
+    """Return ``("csv", file)`` or ``("folders", dir)`` for a FER2013 copy at ``root``."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise FER2013Error(f"FER2013 not found at {path}: {OBTAIN_HINT}")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise FER2013Error(f"{path}: expected fer2013.csv (columns emotion,pixels,Usage) or a folder")
+        return "csv", path
+    if (path / "train").is_dir() or (path / "test").is_dir():
+        return "folders", path
+    for name in CSV_NAMES:
+        if (path / name).is_file():
+            return "csv", path / name
+    nested = path / "fer2013"
+    if nested.is_dir():
+        return detect_layout(nested)
+    raise FER2013Error(
+        f"{path}: no FER2013 found; expected train/<class>/ and test/<class>/ image folders "
+        f"or fer2013.csv; {OBTAIN_HINT}"
+    )
+
+
+def list_image_files(root: Path) -> list[tuple[str, int]]:
+    """All ``(relative path, label)`` pairs of a folder layout, sorted; checks class folders."""
+    entries: list[tuple[str, int]] = []
+    for split in ("train", "test"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise FER2013Error(f"{split_dir}: missing; expected {split}/<class>/ folders with 48x48 faces")
+        class_dirs = sorted(p for p in split_dir.iterdir() if not p.name.startswith("."))
+        for class_dir in class_dirs:
+            if not class_dir.is_dir():
+                raise FER2013Error(f"{class_dir}: unexpected file; expected only class folders {list(CLASS_NAMES)}")
+            name = class_dir.name.lower()
+            if name not in CLASS_NAMES:
+                raise FER2013Error(f"{class_dir}: unknown class folder '{class_dir.name}'; expected one of {list(CLASS_NAMES)}")
+            label = CLASS_NAMES.index(name)
+            with os.scandir(class_dir) as it:
+                names = sorted(e.name for e in it if not e.name.startswith("."))
+            entries.extend((f"{split}/{class_dir.name}/{n}", label) for n in names)
+    return entries
+
+
+def _usage_for(relpath: str) -> int | None:
+    name = relpath.rsplit("/", 1)[-1]
+    for prefix, usage in PREFIX_USAGE.items():
+        if name.startswith(prefix):
+            return usage
+    return None
+
+
+def read_folders(root: Path) -> RawFER:
+    """Decode every image of a folder layout (grayscale, 48x48)."""
+    entries = list_image_files(root)
+    n = len(entries)
+    images = np.empty((n, SIZE, SIZE), dtype=np.uint8)
+    labels = np.empty(n, dtype=np.int64)
+    usage = np.empty(n, dtype=np.int8)
+    resized = 0
+    prefixed = {"train": [], "test": []}
+    for i, (rel, label) in enumerate(entries):
+        path = root / rel
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            raise FER2013Error(f"{path}: not an image file; expected one of {', '.join(IMAGE_SUFFIXES)}")
+        data = np.fromfile(path, dtype=np.uint8)
+        if data.size == 0:
+            raise FER2013Error(f"{path}: empty (zero-byte) file; expected a 48x48 grayscale image")
+        img = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise FER2013Error(f"{path}: corrupt or unreadable image; expected a 48x48 grayscale image")
+        if img.shape != (SIZE, SIZE):
+            img = cv2.resize(img, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+            resized += 1
+        images[i] = img
+        labels[i] = label
+        split = rel.split("/", 1)[0]
+        u = _usage_for(rel)
+        prefixed[split].append(u is not None)
+        usage[i] = u if u is not None else (TRAINING if split == "train" else UNSPLIT_TEST)
+    for split, flags in prefixed.items():
+        if flags and any(flags) and not all(flags):
+            bad = next(rel for rel, _ in entries if rel.startswith(split + "/") and _usage_for(rel) is None)
+            raise FER2013Error(
+                f"{root / bad}: file name lacks a Training_/PublicTest_/PrivateTest_ prefix while others in {split}/ have one; "
+                "expected all or none prefixed"
+            )
+    if resized:
+        log.warning("%d images in %s were not 48x48 and were resized to 48x48 (INTER_AREA)", resized, root)
+    return RawFER(images, labels, usage, [rel for rel, _ in entries], resized)
+
+
+def _csv_columns(header: list[str], path: Path) -> tuple[int, int, int]:
+    names = [h.strip().lower() for h in header]
+    try:
+        return names.index("emotion"), names.index("pixels"), names.index("usage")
+    except ValueError:
+        raise FER2013Error(f"{path}: header {header!r}; expected columns emotion,pixels,Usage") from None
+
+
+def read_csv(path: Path) -> RawFER:
+    """Parse the Kaggle CSV, checking every row (pixel count, numbers, label, Usage)."""
+    usage_codes = {u.lower(): i for i, u in enumerate(USAGES[:3])}
+    images, labels, usage = [], [], []
+    with open(path, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            raise FER2013Error(f"{path}: empty file; expected a header emotion,pixels,Usage and 35,887 rows")
+        ie, ip, iu = _csv_columns(header, path)
+        for row_no, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise FER2013Error(f"{path}:{row_no}: {len(row)} fields; expected {len(header)} ({','.join(header)})")
+            try:
+                label = int(row[ie].strip())
+            except ValueError:
+                raise FER2013Error(f"{path}:{row_no}: emotion {row[ie]!r}; expected an integer 0-6") from None
+            if not 0 <= label <= 6:
+                raise FER2013Error(f"{path}:{row_no}: emotion {label}; expected 0-6 ({', '.join(CLASS_NAMES)})")
+            u = usage_codes.get(row[iu].strip().lower())
+            if u is None:
+                raise FER2013Error(f"{path}:{row_no}: Usage {row[iu]!r}; expected Training, PublicTest or PrivateTest")
+            tokens = row[ip].split()
+            if len(tokens) != SIZE * SIZE:
+                raise FER2013Error(f"{path}:{row_no}: {len(tokens)} pixel values; expected {SIZE * SIZE} (48x48)")
+            try:
+                pixels = np.array(tokens, dtype=np.int32)
+            except ValueError:
+                bad = next(t for t in tokens if not t.lstrip("-").isdigit())
+                raise FER2013Error(f"{path}:{row_no}: pixel value {bad!r}; expected integers 0-255") from None
+            if pixels.min() < 0 or pixels.max() > 255:
+                raise FER2013Error(f"{path}:{row_no}: pixel values outside 0-255")
+            images.append(pixels.astype(np.uint8).reshape(SIZE, SIZE))
+            labels.append(label)
+            usage.append(u)
+    if not images:
+        raise FER2013Error(f"{path}: no data rows; expected 35,887 rows of emotion,pixels,Usage")
+    return RawFER(
+        np.stack(images),
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(usage, dtype=np.int8),
+        [f"{path.name}:{i}" for i in range(2, 2 + len(images))],
+    )
+
+
+def fingerprint_entries(layout: str, path: Path) -> list[tuple[str, int, int]]:
+    """What the cache key is made of: every source file's relative path, size and mtime."""
+    if layout == "csv":
+        st = path.stat()
+        return [(path.name, st.st_size, st.st_mtime_ns)]
+    out = []
+    for rel, _ in list_image_files(path):
+        st = (path / rel).stat()
+        out.append((rel, st.st_size, st.st_mtime_ns))
+    return out
+
+
+def read_raw(root: str | os.PathLike) -> RawFER:
+    """Read a FER2013 copy in whichever layout ``root`` holds."""
+    layout, path = detect_layout(root)
+    return read_csv(path) if layout == "csv" else read_folders(path)

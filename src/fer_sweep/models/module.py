@@ -1,0 +1,180 @@
+"""The LightningModule: cross-entropy training of any FER network, recording what the study recorded.
+
+Every epoch yields one record - epoch, train loss, val loss, learning rate, train accuracy, val
+accuracy - kept in :attr:`FERClassifier.history` for the metrics writer.  Losses are summed on the
+device and checked once per epoch, so a NaN/inf loss ends the run as *diverged* without a
+per-step host sync.  Test collects accuracy, macro-F1 and the confusion matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+from fer_sweep.data.loader import epoch_seed
+from fer_sweep.models.registry import net_spec
+
+
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class FERClassifier(pl.LightningModule):
+    """Train ``net`` with the optimizer/scheduler partials from the config."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict | None = None, num_classes: int = 7, class_names: tuple[str, ...] | list[str] | None = None, label_smoothing: float = 0.0, class_weighted: bool = False, fc_weight_decay: float = 0.0, channels_last: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        self.net, self.optimizer_factory, self.scheduler_cfg = net, optimizer, scheduler
+        self.num_classes, self.label_smoothing, self.class_weighted = num_classes, label_smoothing, class_weighted
+        self.class_names = list(class_names or [str(i) for i in range(num_classes)])
+        self.fc_weight_decay, self.channels_last, self.seed = fc_weight_decay, channels_last, seed
+        self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.history: list[dict[str, float]] = []
+        self.test_report: dict[str, Any] = {}
+        self._sums: dict[str, torch.Tensor] = {}
+        self._epoch_lr = math.nan
+        self._train_record: dict[str, float] | None = None
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    # -- loss ----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if self.class_weighted and dm is not None and hasattr(dm, "class_weights"):
+            self.class_weight = dm.class_weights().to(self.device)
+
+    def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+        weight = self.class_weight if self.class_weighted else None
+        return F.cross_entropy(logits.float(), y, weight=weight, label_smoothing=smoothing)
+
+    def _accumulate(self, key: str, loss: torch.Tensor, n: int) -> None:
+        total = loss.detach() * n
+        if key in self._sums:
+            self._sums[key] += total
+            self._sums[key + "_n"] += n
+        else:
+            self._sums[key] = total.clone()
+            self._sums[key + "_n"] = torch.tensor(float(n), device=total.device)
+
+    def _mean(self, key: str) -> float:
+        if key not in self._sums:
+            return math.nan
+        value = (self._sums.pop(key) / self._sums.pop(key + "_n")).item()
+        return value
+
+    # -- training ------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        # Dropout draws from the global RNG: seed it from (seed, epoch) so a resumed run repeats it.
+        torch.manual_seed(epoch_seed(self.seed, self.current_epoch, stream=2))
+        self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else math.nan
+        self._train_record = None
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self._loss(logits, y, self.label_smoothing)
+        self.train_acc.update(logits.detach(), y)
+        self._accumulate("train_loss", loss, len(y))
+        return loss
+
+    def train_epoch_record(self) -> dict[str, float]:
+        """Train loss/accuracy of the epoch that just ended (computed once, then cached)."""
+        if self._train_record is None:
+            loss = self._mean("train_loss")
+            if not math.isfinite(loss):
+                raise DivergedError(f"training loss became {loss} in epoch {self.current_epoch + 1}; lower optimizer.lr or add gradient clipping")
+            self._train_record = {"train_loss": loss, "train_acc": float(self.train_acc.compute()), "lr": self._epoch_lr}
+            self.train_acc.reset()
+        return self._train_record
+
+    def close_epoch(self) -> dict[str, float]:
+        """Append this epoch's record to :attr:`history` once (idempotent), and return it.
+
+        Callbacks' ``on_train_epoch_end`` run before the module's, so the metrics writer calls
+        this too; whichever comes first does the work."""
+        epoch = self.current_epoch + 1
+        if self.history and self.history[-1]["epoch"] == epoch:
+            return self.history[-1]
+        rec = self.train_epoch_record()
+        val = getattr(self, "_last_val", {})
+        row = {"epoch": epoch, "train_loss": rec["train_loss"], "val_loss": val.get("val_loss", math.nan), "lr": rec["lr"], "train_acc": rec["train_acc"], "val_acc": val.get("val_acc", math.nan)}
+        self.history.append(row)
+        self._last_val = {}
+        return row
+
+    def on_train_epoch_end(self) -> None:
+        row = self.close_epoch()
+        self.log_dict({"train/loss": row["train_loss"], "train/acc": row["train_acc"], "lr": row["lr"]}, prog_bar=False)
+
+    # -- validation ----------------------------------------------------------------------------
+    def validation_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.val_acc.update(logits, y)
+        self._accumulate("val_loss", self._loss(logits, y, 0.0), len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        loss, acc = self._mean("val_loss"), float(self.val_acc.compute())
+        self.val_acc.reset()
+        self._last_val = {"val_loss": loss, "val_acc": acc}
+        self.log_dict({"val/loss": loss, "val/acc": acc}, prog_bar=True)
+
+    # -- test ----------------------------------------------------------------------------------
+    def test_step(self, batch, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.test_acc.update(logits, y)
+        self.test_f1.update(logits, y)
+        self.test_confusion.update(logits, y)
+
+    def on_test_epoch_end(self) -> None:
+        cm = self.test_confusion.compute().cpu()
+        per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+        self.test_report = {
+            "acc": float(self.test_acc.compute()),
+            "macro_f1": float(self.test_f1.compute()),
+            "per_class_acc": dict(zip(self.class_names, per_class)),
+            "confusion_matrix": cm.tolist(),
+        }
+        self.log_dict({"test/acc": self.test_report["acc"], "test/macro_f1": self.test_report["macro_f1"]})
+        for m in (self.test_acc, self.test_f1, self.test_confusion):
+            m.reset()
+
+    # -- optimisation --------------------------------------------------------------------------
+    def configure_optimizers(self):
+        params: Any = self.net.parameters()
+        fc = list(getattr(self.net, "fc_parameters", lambda: [])()) if self.fc_weight_decay else []
+        if fc:
+            fc_ids = {id(p) for p in fc}
+            params = [{"params": [p for p in self.net.parameters() if id(p) not in fc_ids]}, {"params": fc, "weight_decay": self.fc_weight_decay}]
+        optimizer = self.optimizer_factory(params=params)
+        cfg = self.scheduler_cfg or {}
+        if not cfg or cfg.get("partial") is None:
+            return optimizer
+        sched = {"scheduler": cfg["partial"](optimizer=optimizer), "interval": cfg.get("interval", "epoch"), "frequency": 1}
+        if cfg.get("monitor"):
+            sched["monitor"] = cfg["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    # -- checkpoints describe their own network ------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["fer_sweep"] = {"net": net_spec(self.net), "class_names": list(self.class_names), "history": list(self.history)}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get("fer_sweep", {}).get("history", []))

@@ -1,0 +1,1 @@
+"""Multirun bookkeeping: the Hydra callback, collecting job results, summaries and statistics."""

@@ -1,0 +1,3 @@
+"""Jobs of this process's launch that did not complete, as found by the Hydra callback."""
+
+FAILED: list[str] = []

@@ -1,0 +1,96 @@
+"""One Hydra job: compose the objects, fit, test the best and the last checkpoint, write results.
+
+Everything is built with ``hydra.utils.instantiate``; this module only wires it together and makes
+each job safe to run inside a sweep: a completed job is skipped, an unfinished one resumes from its
+``last.ckpt``, and a failure or divergence is recorded in ``results.json`` instead of killing the
+sweep (``python -m fer_sweep`` exits non-zero at the end if any job failed).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, validate
+from fer_sweep.models.module import DivergedError
+from fer_sweep.results import best_epoch, read_results, write_results
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate_list(cfg: DictConfig | None) -> list[Any]:
+    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+
+
+def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | None:
+    """PrivateTest report of the weights in ``ckpt`` (loaded safely), or of the model as it is."""
+    if ckpt:
+        if not Path(ckpt).is_file():
+            return None
+        model.load_state_dict(torch.load(ckpt, map_location=model.device, weights_only=True)["state_dict"])
+    trainer.test(model, datamodule=datamodule, verbose=False)
+    return dict(model.test_report)
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train and test one configuration; returns the dict written to ``results.json``."""
+    out_dir = Path(cfg.paths.output_dir)
+    previous = read_results(out_dir)
+    if previous and previous.get("status") == "completed" and not cfg.get("force"):
+        log.info("%s already completed; skipping (force=true reruns it)", out_dir)
+        return previous
+    validate(cfg)
+    if cfg.get("seed") is not None:  # seed=0 is a seed
+        pl.seed_everything(int(cfg.seed), workers=True)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    results: dict[str, Any] = {
+        "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
+        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": float(cfg.optimizer.lr), "model": cfg.model.net.get("name"),
+        "max_epochs": int(cfg.trainer.max_epochs), "overrides": list(cfg.get("overrides") or []),
+    }
+    write_results(out_dir, results)
+    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+    start = time.time()
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")), logger=_instantiate_list(cfg.get("logger")) or False)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if resume:
+        log.info("resuming from %s", resume)
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+        results["status"] = "completed"
+    except DivergedError as exc:
+        log.error("run diverged: %s", exc)
+        results.update(status="diverged", error=str(exc))
+    except Exception as exc:  # recorded, so one failed job never kills a sweep
+        log.error("run failed: %s: %s", type(exc).__name__, exc)
+        (out_dir / "error.log").write_text(traceback.format_exc())
+        results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    history = list(model.history)
+    epoch, best_acc = best_epoch(history)
+    results.update(epochs_run=len(history), best_epoch=epoch, best_val_acc=best_acc, final_val_acc=history[-1]["val_acc"] if history else None, class_names=list(datamodule.class_names))
+    if results["status"] == "completed" and cfg.get("test_after_fit", True):
+        ckpt_cb = trainer.checkpoint_callback
+        last_report = _test(trainer, model, datamodule, None)
+        best_report = _test(trainer, model, datamodule, getattr(ckpt_cb, "best_model_path", None)) or last_report
+        results.update(test_acc_best=best_report["acc"], test_acc_last=last_report["acc"], test_macro_f1_best=best_report["macro_f1"], per_class_acc=best_report["per_class_acc"], confusion_matrix=best_report["confusion_matrix"], best_checkpoint=str(getattr(ckpt_cb, "best_model_path", "") or ""))
+    results["wall_time_s"] = round(time.time() - start + float((previous or {}).get("wall_time_s", 0.0) if resume else 0.0), 2)
+    write_results(out_dir, results)
+    log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
+    return results
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
+def main(cfg: DictConfig) -> float | None:
+    results = run(cfg)
+    return results.get("best_val_acc")
