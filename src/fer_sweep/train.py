@@ -51,6 +51,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:  # seed=0 is a seed
         pl.seed_everything(int(cfg.seed), workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg.threads))
     results: dict[str, Any] = {
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": float(cfg.optimizer.lr), "model": cfg.model.net.get("name"),

@@ -133,9 +133,11 @@ def read_folders(root: Path) -> RawFER:
                 f"{root / bad}: file name lacks a Training_/PublicTest_/PrivateTest_ prefix while others in {split}/ have one; "
                 "expected all or none prefixed"
             )
+    raw = RawFER(images, labels, usage, [rel for rel, _ in entries], resized)
+    check_splits_present(raw, root, "images in train/<class>/", "PrivateTest_ or unprefixed images in test/<class>/")
     if resized:
         log.warning("%d images in %s were not 48x48 and were resized to 48x48 (INTER_AREA)", resized, root)
-    return RawFER(images, labels, usage, [rel for rel, _ in entries], resized)
+    return raw
 
 
 def _csv_columns(header: list[str], path: Path) -> tuple[int, int, int]:
@@ -149,7 +151,7 @@ def _csv_columns(header: list[str], path: Path) -> tuple[int, int, int]:
 def read_csv(path: Path) -> RawFER:
     """Parse the Kaggle CSV, checking every row (pixel count, numbers, label, Usage)."""
     usage_codes = {u.lower(): i for i, u in enumerate(USAGES[:3])}
-    images, labels, usage = [], [], []
+    images, labels, usage, rows = [], [], [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -175,22 +177,45 @@ def read_csv(path: Path) -> RawFER:
                 raise FER2013Error(f"{path}:{row_no}: {len(tokens)} pixel values; expected {SIZE * SIZE} (48x48)")
             try:
                 pixels = np.array(tokens, dtype=np.int32)
-            except ValueError:
-                bad = next(t for t in tokens if not t.lstrip("-").isdigit())
-                raise FER2013Error(f"{path}:{row_no}: pixel value {bad!r}; expected integers 0-255") from None
-            if pixels.min() < 0 or pixels.max() > 255:
-                raise FER2013Error(f"{path}:{row_no}: pixel values outside 0-255")
+            except (ValueError, OverflowError):  # OverflowError: a huge integer such as 99999999999
+                pixels = None
+            if pixels is None or pixels.min() < 0 or pixels.max() > 255:
+                raise FER2013Error(f"{path}:{row_no}: pixel value {_bad_pixel(tokens)!r}; expected integers 0-255")
             images.append(pixels.astype(np.uint8).reshape(SIZE, SIZE))
             labels.append(label)
             usage.append(u)
+            rows.append(row_no)
     if not images:
         raise FER2013Error(f"{path}: no data rows; expected 35,887 rows of emotion,pixels,Usage")
-    return RawFER(
+    raw = RawFER(
         np.stack(images),
         np.asarray(labels, dtype=np.int64),
         np.asarray(usage, dtype=np.int8),
-        [f"{path.name}:{i}" for i in range(2, 2 + len(images))],
+        [f"{path.name}:{i}" for i in rows],  # the real row numbers, blank lines skipped
     )
+    check_splits_present(raw, path, "rows with Usage Training", "rows with Usage PrivateTest")
+    return raw
+
+
+def _bad_pixel(tokens: list[str]) -> str:
+    """The first token that is not an integer 0-255 (for the error message)."""
+    for t in tokens:
+        try:
+            if 0 <= int(t) <= 255:
+                continue
+        except ValueError:
+            pass
+        return t
+    return tokens[0] if tokens else ""
+
+
+def check_splits_present(raw: RawFER, where: Path, train_what: str, test_what: str) -> None:
+    """Refuse a copy without training or test images here, in the reader, so that it fails before
+    anything is cached (PublicTest may be missing: validation is then carved from training)."""
+    if not np.any(raw.usage == TRAINING):
+        raise FER2013Error(f"{where}: empty training split; expected {train_what}")
+    if not np.any((raw.usage == PRIVATE_TEST) | (raw.usage == UNSPLIT_TEST)):
+        raise FER2013Error(f"{where}: empty test split; expected {test_what}")
 
 
 def fingerprint_entries(layout: str, path: Path) -> list[tuple[str, int, int]]:

@@ -35,11 +35,11 @@ class FERClassifier(pl.LightningModule):
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.fc_weight_decay, self.channels_last, self.seed = fc_weight_decay, channels_last, seed
         self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        self.test_f1 = MulticlassF1Score(num_classes, average="macro", validate_args=False)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
         self.history: list[dict[str, float]] = []
         self.test_report: dict[str, Any] = {}
         self._sums: dict[str, torch.Tensor] = {}

@@ -52,12 +52,11 @@ def read_metrics(path: Path) -> list[dict[str, float]]:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """Job folders below ``sweep_dir``: any folder holding results.json, metrics.csv or .hydra/."""
-    found = set()
-    for marker in (RESULTS_FILE, "metrics.csv", ".hydra/overrides.yaml"):
-        for p in sweep_dir.rglob(marker):
-            job = p.parent.parent if marker.startswith(".hydra") else p.parent
-            found.add(job)
+    """Job folders below ``sweep_dir``: folders Hydra started (``.hydra/``) or that hold results.json.
+
+    (Lightning's own ``csv/metrics.csv`` inside a job is not a job.)"""
+    found = {p.parent for p in sweep_dir.rglob(RESULTS_FILE)}
+    found |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
     return sorted(found)
 
 

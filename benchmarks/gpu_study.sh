@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# One prepared GPU session: the study's full grid (4 schedulers x 5 seeds x 200 epochs of
+# Deep-Emotion), the project's Deep-Emotion recipe and the VGG network, all sharing one GPU,
+# stopped at a deadline and packed into $OUT.  Timings go to $OUT/timing.txt.
+#
+#   DEADLINE=470 N_JOBS=8 bash benchmarks/gpu_study.sh           # on the GPU machine
+#   SMOKE=1 DEADLINE=120 N_JOBS=2 bash benchmarks/gpu_study.sh   # a tiny CPU rehearsal
+#
+# Needs: FER2013 as .devdata/fer2013.tgz (or FER2013_ROOT), and, where hydra/omegaconf or
+# fer_sweep are missing, their wheels in .whl/.
+set -u
+T0=$(date +%s)
+OUT=${OUT:-/tmp/fer_out}; mkdir -p "$OUT"
+WORK=${WORK:-/tmp/fer_work}; rm -rf "$WORK"; mkdir -p "$WORK"
+DEADLINE=${DEADLINE:-470}; N_JOBS=${N_JOBS:-8}; SMOKE=${SMOKE:-0}
+PY=${PY:-python3}
+log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$WORK/timing.txt"; }
+
+if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import hydra, fer_sweep" 2>/dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
+if [ -f .devdata/fer2013.tgz ] && [ -z "${FER2013_ROOT:-}" ]; then
+  mkdir -p /tmp/fer_data && tar xzf .devdata/fer2013.tgz -C /tmp/fer_data && export FER2013_ROOT=/tmp/fer_data/fer2013
+fi
+export FER_SWEEP_CACHE=${FER_SWEEP_CACHE:-/tmp/fer_cache} PYTHONUNBUFFERED=1
+log "setup done; torch: $($PY -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
+$PY -c "from fer_sweep.data.cache import load_fer2013; print(len(load_fer2013('$FER2013_ROOT').labels), 'images cached')" || exit 1
+log "data cached"
+
+if [ "$SMOKE" = 1 ]; then
+  TRAINER="trainer=cpu"; GRID_EPOCHS=2; DE_EPOCHS=2; VGG_EPOCHS=1; EXTRA="data.subset=0.03 threads=1"
+  GRID="scheduler=step,cosine seed=0,1"
+else
+  TRAINER="trainer=gpu"; GRID_EPOCHS=200; DE_EPOCHS=${DE_EPOCHS:-250}; VGG_EPOCHS=${VGG_EPOCHS:-50}; EXTRA="threads=2"
+  GRID=${GRID:-experiment=scheduler_study}
+  if nvidia-cuda-mps-control -d >/dev/null 2>&1; then
+    if $PY -c "import torch; torch.zeros(1).cuda(); print('ok')" >/dev/null 2>&1; then log "CUDA MPS daemon started"
+    else echo quit | nvidia-cuda-mps-control; log "CUDA MPS unusable here; stopped it"; fi
+  else log "no CUDA MPS"; fi
+  (nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 10 > "$WORK/nvidia_smi.csv" 2>&1 &)
+fi
+COMMON="$TRAINER callbacks=none logger=none $EXTRA"
+
+log "launch: grid ($GRID, $GRID_EPOCHS epochs, $N_JOBS jobs), deep_emotion_plus ($DE_EPOCHS), vgg ($VGG_EPOCHS)"
+setsid $PY -m fer_sweep -m $GRID $COMMON $( [ "$SMOKE" = 1 ] && echo trainer.max_epochs=$GRID_EPOCHS ) hydra/launcher=joblib hydra.launcher.n_jobs=$N_JOBS hydra.sweep.dir=$WORK/grid > "$WORK/grid.log" 2>&1 &
+G=$!
+D=""; V=""
+[ "${GRID_ONLY:-0}" = 1 ] || {
+setsid $PY -m fer_sweep experiment=deep_emotion_plus $COMMON trainer.max_epochs=$DE_EPOCHS hydra.run.dir=$WORK/deep_emotion_plus > "$WORK/deep_emotion_plus.log" 2>&1 &
+D=$!
+setsid $PY -m fer_sweep experiment=vgg $COMMON trainer.max_epochs=$VGG_EPOCHS $( [ "$SMOKE" = 1 ] || echo trainer.precision=bf16-mixed ) hydra.run.dir=$WORK/vgg > "$WORK/vgg.log" 2>&1 &
+V=$!
+}
+
+while [ $(( $(date +%s) - T0 )) -lt "$DEADLINE" ]; do
+  if ! kill -0 $G 2>/dev/null && ! kill -0 $D 2>/dev/null \
+     && ! kill -0 $V 2>/dev/null; then break; fi
+  sleep 5
+done
+for p in $G $D $V; do kill -0 $p 2>/dev/null && log "deadline: stopping pid $p (its results.json stays \"running\")"; done
+
+for p in $G $D $V; do kill -KILL -- -$p 2>/dev/null; done
+pkill -KILL -f "fer_sweep" 2>/dev/null
+log "training stopped; grid jobs completed: $(grep -l '"completed"' $WORK/grid/*/results.json 2>/dev/null | wc -l)"
+
+# Summaries (also for a grid cut by the deadline), slim weights, then pack for $OUT.
+$PY -c "from fer_sweep.sweep.summary import write_summary; write_summary('$WORK/grid')" 2>&1 | tail -2
+for run in $WORK/deep_emotion_plus $WORK/vgg $WORK/grid/*cosine*; do
+  [ -f "$run/checkpoints/best.ckpt" ] && $PY -m fer_sweep.models.export "$run/checkpoints/best.ckpt" "$run/best_weights.pt" $( [[ $run == *vgg* ]] && echo --half )
+done
+find $WORK -name "*.ckpt" -delete
+cp "$WORK/timing.txt" "$OUT/timing.txt"
+tar czf "$OUT/grid.tgz" -C "$WORK" grid
+[ -d "$WORK/vgg" ] && tar czf "$OUT/runs.tgz" -C "$WORK" deep_emotion_plus vgg
+tar czf "$OUT/logs.tgz" -C "$WORK" $(cd $WORK && ls *.log *.csv 2>/dev/null)
+log "packed: $(ls -la $OUT | tr '\n' ' ')"

@@ -1,0 +1,114 @@
+"""``python -m fer_sweep.demo SOURCE`` (``fer-sweep-demo``): facial expressions live from a webcam,
+a video, an image or a folder of images.  Exit codes: 0 done (also when stopped with q or Ctrl+C),
+2 bad input (one line on stderr), 1 an unexpected failure."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+PROG = "fer-sweep-demo"
+
+EPILOG = """examples:
+  fer-sweep-demo 0                                  webcam 0, window (q quits) when a GUI is available
+  fer-sweep-demo clip.mp4 --no-show --out results   annotated video, CSV/JSONL, emotion-over-time figure
+  fer-sweep-demo photos/ --out results              annotated images and CSV for a folder of images
+  fer-sweep-demo faces48/ --detector full           images that are already face crops
+  fer-sweep-demo clip.mp4 --ckpt runs/x/best.ckpt   a model you trained instead of the shipped one
+
+Windows need OpenCV with GUI support: pip install "fer_sweep[gui]" (see docs/demo.md)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fer_sweep.demo.detectors import DEFAULT_DETECTOR, DEFAULT_MIN_FACE, available_detectors
+    from fer_sweep.demo.pipeline import DEFAULT_SMOOTHING
+    from fer_sweep.demo.predictor import DEFAULT_MARGIN
+
+    p = argparse.ArgumentParser(prog=PROG, description="Real-time facial-expression recognition (FER2013 classes) with OpenCV.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="webcam index (0), video file, image file, or folder of images")
+    p.add_argument("--ckpt", metavar="PATH", help="checkpoint to use (a fer_sweep .ckpt or .pt); default: the shipped model")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="NAME",
+                   help=f"face detector: {', '.join(available_detectors())} or none (default: %(default)s)")
+    p.add_argument("--detector-model", metavar="PATH", help="model file of the detector (YuNet ONNX for yunet; a cascade XML for haar)")
+    p.add_argument("--min-face", type=float, metavar="SIZE",
+                   help=f"smallest face to find: pixels, or a fraction < 1 of the shorter image side (default {DEFAULT_MIN_FACE})")
+    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="grow face boxes by this fraction before cropping (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="write annotated video/images, detections.csv/.jsonl, emotions.png, summary.json here")
+    p.add_argument("--no-show", action="store_true", help="never open a window (headless)")
+    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTHING, metavar="ALPHA",
+                   help="videos/webcam: weight of the newest frame in the per-face moving average of probabilities; 0 or 1 = off (default %(default)s)")
+    p.add_argument("--classify-every", type=int, default=1, metavar="N",
+                   help="videos/webcam: classify each tracked face every N-th frame, reuse its averaged probabilities in between (default 1)")
+    p.add_argument("--no-bars", action="store_true", help="draw only box and label, no probability bars")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network (default: 1)")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+    p.add_argument("--verbose", action="store_true", help="keep OpenCV's own log messages; tracebacks for unexpected errors")
+    return p
+
+
+def _fmt(result) -> str:
+    if not result.boxes:
+        return "no face"
+    return "; ".join(f"{lab} {conf:.2f} at ({x},{y},{w},{h})"
+                     for lab, conf, (x, y, w, h) in zip(result.labels, result.confidences, result.boxes))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (2) and --help (0)
+        return int(exc.code or 0)
+
+    import cv2
+    import torch
+
+    from fer_sweep.demo.errors import DemoError, one_line
+    from fer_sweep.demo.pipeline import run
+    from fer_sweep.demo.predictor import Predictor
+
+    if not args.verbose:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # one-line errors, no OpenCV/FFmpeg chatter
+    torch.set_num_threads(max(1, args.threads or 1))
+
+    def err(msg: str) -> None:
+        print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+    def on_result(result) -> None:
+        if result.frame is not None and result.frame.name:
+            print(f"{result.frame.name}: {_fmt(result)}", flush=True)
+
+    try:
+        if args.max_frames is not None and args.max_frames < 1:
+            raise DemoError(f"--max-frames {args.max_frames}: expected a positive number")
+        if args.classify_every < 1:
+            raise DemoError(f"--classify-every {args.classify_every}: expected a positive number")
+        if not 0 <= args.smooth <= 1:
+            raise DemoError(f"--smooth {args.smooth}: expected a weight between 0 and 1")
+        predictor = Predictor.from_checkpoint(args.ckpt, margin=args.margin)
+        summary = run(args.source, predictor=predictor, detector=args.detector,
+                      detector_options={"model": args.detector_model, "min_face": args.min_face},
+                      out_dir=args.out, show=False if args.no_show else True, smoothing=args.smooth,
+                      max_frames=args.max_frames, bars=not args.no_bars, classify_every=args.classify_every,
+                      on_result=None if args.quiet else on_result, on_warning=lambda m: err(f"warning: {m}"))
+    except DemoError as exc:
+        err(f"error: {one_line(exc)}")
+        return 2
+    except Exception as exc:  # a bug, not bad input: still one line unless --verbose
+        if args.verbose:
+            traceback.print_exc()
+        err(f"unexpected error: {type(exc).__name__}: {one_line(exc)} (rerun with --verbose for the traceback)")
+        return 1
+    if not args.quiet:
+        stop = " (stopped by user)" if summary.stopped_by_user else ""
+        out = f"; outputs in {args.out}" if args.out else ""
+        print(f"{summary.frames} frames, {summary.faces} faces ({summary.frames_with_face} frames with a face), "
+              f"{summary.fps:.1f} FPS{stop}{out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

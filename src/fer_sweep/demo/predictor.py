@@ -1,0 +1,117 @@
+"""A trained network that classifies all faces of a frame in one batch.
+
+Faces go through exactly the training preprocessing (:func:`~fer_sweep.data.preprocess.face_crop_to_48`
+then :func:`~fer_sweep.data.preprocess.to_model_input`), so the network sees what it was trained on.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn as nn
+
+from fer_sweep.data.classes import class_names as default_class_names
+from fer_sweep.data.preprocess import SIZE, face_crop_to_48, to_model_input
+from fer_sweep.demo.detectors import Box
+from fer_sweep.demo.errors import DemoError, one_line
+from fer_sweep.models.registry import CheckpointError, load_checkpoint
+
+SHIPPED_WEIGHTS: tuple[str, ...] = ("vgg.pt", "deep_emotion.pt")
+"""Weight files the package may ship in ``fer_sweep/weights/``, best first."""
+
+DEFAULT_MARGIN = 0.05
+"""Grow detector boxes by this fraction before cropping.  Haar boxes on FER2013 faces pasted into
+frames come out about 4% smaller than the FER2013 crop itself (median 154 px for a 160 px face), so
+this makes live crops frame the face as the training images do."""
+
+
+def weights_dir() -> Path:
+    """The folder of the weights shipped with the package."""
+    return Path(str(resources.files("fer_sweep.weights")))
+
+
+def default_model_path(directory: str | os.PathLike | None = None) -> Path:
+    """The best shipped weights file (``vgg.pt``, else ``deep_emotion.pt``) in ``directory``
+    (default: the package's ``fer_sweep/weights/``).  Raises :class:`DemoError` when none is there."""
+    folder = Path(directory) if directory is not None else weights_dir()
+    for name in SHIPPED_WEIGHTS:
+        if (folder / name).is_file():
+            return folder / name
+    raise DemoError(f"no trained weights ship with this install (looked for {' or '.join(SHIPPED_WEIGHTS)} in {folder}); "
+                    "pass --ckpt PATH to a checkpoint written by fer_sweep training")
+
+
+class Predictor:
+    """Expression probabilities for the faces of a frame.
+
+    ``net`` maps float ``(N, 1, 48, 48)`` inputs (normalised by ``to_model_input``) to ``(N, C)``
+    logits; ``class_names`` names the ``C`` outputs.
+    """
+
+    def __init__(self, net: nn.Module, class_names: Sequence[str], margin: float = DEFAULT_MARGIN,
+                 device: str | torch.device = "cpu", source: str = "") -> None:
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.class_names = tuple(class_names)
+        self.margin = float(margin)
+        self.source = source
+        self._check()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike | None = None, **kwargs) -> "Predictor":
+        """Load a fer_sweep checkpoint (Lightning ``.ckpt`` or shipped ``.pt``); the shipped model
+        (:func:`default_model_path`) when ``path`` is None.  Bad files raise :class:`DemoError`."""
+        path = Path(path) if path is not None else default_model_path()
+        try:
+            net, names, _meta = load_checkpoint(path)
+        except CheckpointError as exc:
+            raise DemoError(one_line(exc)) from None
+        if not names:
+            num = getattr(net, "num_classes", None)
+            try:
+                names = list(default_class_names(num))
+            except (TypeError, ValueError):
+                raise DemoError(f"{path}: checkpoint names no classes and its network has {num} outputs") from None
+        return cls(net, names, source=str(path), **kwargs)
+
+    def _check(self) -> None:
+        """Fail early, with one line, when the network is not a 48x48 face classifier for these classes."""
+        where = self.source or type(self.net).__name__
+        if not self.class_names:
+            raise DemoError(f"{where}: no class names")
+        try:
+            with torch.inference_mode():
+                out = self.net(torch.zeros(1, 1, SIZE, SIZE, device=self.device))
+        except Exception as exc:  # any error of a foreign network on our input shape
+            raise DemoError(f"{where}: not a 48x48 grayscale face classifier ({one_line(exc)})") from None
+        if out.dim() != 2 or out.shape[1] != len(self.class_names):
+            raise DemoError(f"{where}: network gives outputs of shape {tuple(out.shape)} but the checkpoint names "
+                            f"{len(self.class_names)} classes")
+
+    def crops(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """The ``(N, 48, 48)`` uint8 face crops of ``boxes`` in ``image``."""
+        if not len(boxes):
+            return np.zeros((0, SIZE, SIZE), np.uint8)
+        gray = image
+        if image.ndim == 3:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+        return np.stack([face_crop_to_48(gray, tuple(int(v) for v in box), self.margin) for box in boxes])
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """Probabilities ``(N, C)`` (rows sum to 1) for uint8 ``(N, 48, 48)`` crops, in one batch."""
+        if len(crops) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops))).to(self.device)
+        with torch.inference_mode():
+            probs = torch.softmax(self.net(x).float(), dim=1)
+        return probs.cpu().numpy()
+
+    def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
+        """Probabilities ``(N, C)`` for the faces ``boxes`` of ``image`` (BGR or grayscale), one batch."""
+        return self.predict_crops(self.crops(image, boxes))

@@ -1,0 +1,83 @@
+"""``python -m fer_sweep.plot <sweep-folder> [<more folders>] [--out DIR] [--group-by KEY]``.
+
+Collects the jobs of the sweep folders (finished, still running or with failed jobs), and writes
+the report (figures as PNG and PDF, tables as Markdown and CSV, ``report.md``) to ``--out``,
+by default ``<first sweep folder>/report``.  Exit status 0 when the report was written (even if
+jobs failed: they are listed), 2 on bad input (a folder that is missing or holds no jobs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_BAD_INPUT = 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-sweep-plot", description="Figures, tables and report.md of one or more fer_sweep sweep folders (multirun/<date>/<time>_<token>/).",
+    )
+    p.add_argument("sweeps", nargs="+", type=Path, metavar="SWEEP_FOLDER", help="sweep folder(s) holding job folders such as 'scheduler=cosine,seed=3'")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: <first sweep folder>/report)")
+    p.add_argument("--group-by", default=None, metavar="KEY",
+                   help="results.json key or override to group runs by, e.g. scheduler, lr, optimizer.lr; several as 'a,b' "
+                        "(default: the overrides that vary across jobs, else scheduler)")
+    p.add_argument("--quiet", action="store_true", help="print only problems and where the report went")
+    return p
+
+
+def _bad(msg: str) -> int:
+    print(f"fer-sweep-plot: error: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from fer_sweep.sweep.collect import Job, collect
+
+    jobs: list[Job] = []
+    for d in args.sweeps:
+        if not d.is_dir():
+            what = "no such folder" if not d.exists() else "not a folder"
+            return _bad(f"{d}: {what}; expected a sweep folder (multirun/<date>/<time>_<token>/) holding job folders")
+        found = collect(d)
+        if not found:
+            return _bad(f"{d}: holds no jobs; expected job folders holding results.json or .hydra/overrides.yaml (like {d / 'scheduler=cosine,seed=0'})")
+        jobs += found
+
+    if args.group_by not in (None, "auto"):
+        from fer_sweep.sweep.stats import available_keys, job_value, normalise_key
+
+        missing = [k for k in normalise_key(args.group_by, jobs) if all(job_value(j, k) is None for j in jobs)]
+        if missing:
+            return _bad(f"--group-by {args.group_by}: no job has {', '.join(missing)}; expected a results.json key or override such as {', '.join(available_keys(jobs)[:12])}")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from fer_sweep.plot.report import analyse, failed_lines, unfinished_lines, write_report
+
+    out = args.out or args.sweeps[0] / "report"
+    analysis = analyse(jobs, group_by=args.group_by, sources=args.sweeps)
+    files = write_report(analysis, out)
+
+    a = analysis
+    print(f"fer-sweep-plot: {len(a.jobs)} jobs in {len(args.sweeps)} sweep folder(s), grouped by {a.group_name}: "
+          f"{len(a.completed)} completed, {len(a.unfinished)} unfinished, {len(a.failed)} failed")
+    if a.synthetic:
+        print("note: SYNTHETIC demo data (fer_sweep.sweep.synthetic), not training results")
+    for line in unfinished_lines(a):
+        print(f"unfinished: {line}")
+    for line in failed_lines(a):
+        print(f"failed: {line}")
+    if not args.quiet:
+        for c in a.comparisons:
+            print(f"  {c.sentence}")
+    print(f"report: {files['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

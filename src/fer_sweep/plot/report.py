@@ -1,0 +1,173 @@
+"""The sweep report: statistics, figures and tables of one or more sweep folders, and ``report.md``.
+
+:func:`analyse` computes everything from collected jobs (no files written); :func:`write_report`
+writes the figures (PNG and PDF), the tables (Markdown and CSV) and ``report.md``, atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from fer_sweep.io import atomic_write_text
+from fer_sweep.plot import figures as F
+from fer_sweep.plot import tables as T
+from fer_sweep.plot.style import group_colors
+from fer_sweep.sweep import stats
+from fer_sweep.sweep.collect import Job
+from fer_sweep.sweep.synthetic import is_synthetic
+
+FIGURE_DIR = "figures"
+TABLES = ("group_summary", "milestones", "comparisons", "jobs")
+"""Table stems: each written as ``<stem>.csv`` and ``<stem>.md``."""
+REPORT_FILE = "report.md"
+
+
+@dataclass
+class Analysis:
+    """Everything the report shows, computed from the jobs."""
+
+    jobs: list[Job]
+    key: tuple[str, ...]
+    groups: dict[str, list[Job]]
+    summaries: list[stats.GroupSummary]
+    milestones: dict[str, dict[int, stats.Estimate]]
+    comparisons: list[stats.Comparison]
+    colors: dict[str, str]
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def group_name(self) -> str:
+        return ", ".join(self.key)
+
+    @property
+    def unfinished(self) -> list[Job]:
+        return [j for j in self.jobs if stats.is_unfinished(j)]
+
+    @property
+    def failed(self) -> list[Job]:
+        return [j for j in self.jobs if stats.is_failed(j)]
+
+    @property
+    def completed(self) -> list[Job]:
+        return [j for j in self.jobs if stats.is_completed(j)]
+
+    @property
+    def synthetic(self) -> bool:
+        return is_synthetic(self.jobs)
+
+
+def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, metrics: Sequence[str] = tuple(stats.METRICS), alpha: float = stats.ALPHA, sources: Sequence[str | Path] = ()) -> Analysis:
+    """Group the jobs (``group_by=None``: the overrides that vary, see
+    :func:`fer_sweep.sweep.stats.infer_group_key`) and compute summaries, milestones and tests."""
+    jobs = list(jobs)
+    key = stats.normalise_key(group_by, jobs)
+    groups = stats.group_jobs(jobs, key)
+    return Analysis(
+        jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
+        comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha), colors=group_colors(groups), sources=[str(s) for s in sources],
+    )
+
+
+def _epochs_so_far(job: Job) -> str:
+    done = max((r["epoch"] for r in job.metrics), default=0)
+    total = job.results.get("max_epochs")
+    return f"epoch {done}/{total}" if total else f"epoch {done}"
+
+
+def _age(job: Job) -> str:
+    """How long ago the job last wrote results.json/metrics.csv (a 'running' job silent for hours
+    was probably killed without a chance to record it)."""
+    times = [p.stat().st_mtime for p in (job.path / "results.json", job.path / "metrics.csv") if p.is_file()]
+    if not times:
+        return "nothing written yet"
+    minutes = (time.time() - max(times)) / 60
+    return f"last written {minutes:.0f} min ago" if minutes < 120 else f"last written {minutes / 60:.1f} h ago"
+
+
+def unfinished_lines(a: Analysis) -> list[str]:
+    return [f"{j.name} ({j.status}, {_epochs_so_far(j)}, {_age(j)}): {j.path}" for j in a.unfinished]
+
+
+def failed_lines(a: Analysis) -> list[str]:
+    return [f"{j.name} ({j.status}, {_epochs_so_far(j)}): {j.results.get('error') or 'no error recorded'}: {j.path}" for j in a.failed]
+
+
+def _common(a: Analysis) -> str:
+    """The settings all jobs share (model, optimizer, lr, epochs), in words."""
+    parts = []
+    for k in ("model", "optimizer", "lr", "max_epochs", "scheduler"):
+        if k in a.key:
+            continue
+        vals = {stats.job_value(j, k) for j in a.jobs} - {None}
+        if len(vals) == 1:
+            parts.append(f"{k} {vals.pop()}")
+    return ", ".join(parts)
+
+
+def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
+    """``report.md``: status, summary, tests, milestones, figures and the job list."""
+    files = files or {}
+    g = a.group_name
+    lines = [f"# Sweep report: comparison by {g}", ""]
+    if a.synthetic:
+        lines += ["> **SYNTHETIC DEMO DATA**: these numbers are made up by `fer_sweep.sweep.synthetic`, not training results.", ""]
+    lines += [f"Sweep folder{'s' if len(a.sources) > 1 else ''}: " + ", ".join(f"`{s}`" for s in a.sources) if a.sources else "", ""]
+    common = _common(a)
+    lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `python -m fer_sweep.plot`." + (f" Shared settings: {common}." if common else ""), ""]
+    lines += [f"**{len(a.jobs)} jobs**: {len(a.completed)} completed, {len(a.unfinished)} unfinished, {len(a.failed)} failed or diverged.", ""]
+    if a.unfinished:
+        lines += ["## Unfinished jobs", "", "Still running or not started: their curves so far are in the figures (a dot marks the last epoch); they are left out of the end-of-run statistics.", ""]
+        lines += [f"- {s}" for s in unfinished_lines(a)] + [""]
+    if a.failed:
+        lines += ["## Failed jobs", "", "Left out of all statistics and means; their curves are drawn dotted.", ""]
+        lines += [f"- {s}" for s in failed_lines(a)] + [""]
+    lines += [
+        f"## Summary per {g}", "",
+        "Completed runs only. Accuracies in %, mean ± std over seeds (sample std) and the 95% t-interval of the mean. "
+        "*val* is PublicTest (the study's \"test\" accuracy); *PrivateTest* is the held-out test set, scored with the checkpoint of best val accuracy. "
+        "Epochs to 50%/55%: mean over the runs that reach that val accuracy (how many in brackets).", "",
+        T.summary_markdown(a.summaries, g),
+        "## Pairwise comparisons", "",
+        "Paired t-test on per-seed differences when both groups ran the same seeds (a seed fixes the initial weights and data order), "
+        "Welch's t-test otherwise; p-values Holm-adjusted over all pairs of one metric. Differences in percent points, ± is the standard error of the difference.", "",
+        T.comparison_markdown(a.comparisons),
+        "## Val accuracy at the study's milestones", "",
+        "Val accuracy (%) at fixed epochs, mean ± std over seeds; completed and unfinished runs that reached the epoch (n where fewer); blank where no run got there.", "",
+        T.milestone_markdown(a.milestones, g),
+        "## Figures", "",
+    ]
+    for stem, title in F.FIGURES.items():
+        png = files.get("figures", {}).get(stem, {}).get("png")
+        rel = f"{FIGURE_DIR}/{stem}.png" if png is None else Path(png).relative_to(files["out"]).as_posix()
+        lines += [f"### {title}", "", f"![{title}]({rel})", "", f"[PDF]({rel[:-4]}.pdf)", ""]
+    lines += ["## Jobs", "", T.jobs_markdown(T.job_rows(a.groups))]
+    lines += ["Tables as CSV: " + ", ".join(f"[{t}.csv]({t}.csv)" for t in TABLES), ""]
+    return "\n".join(lines)
+
+
+def write_report(a: Analysis, out_dir: str | Path) -> dict[str, Any]:
+    """Write figures, tables and ``report.md`` under ``out_dir``; returns ``{"out", "figures", "tables", "report"}``."""
+    out = Path(out_dir)
+    files: dict[str, Any] = {"out": out, "figures": {}, "tables": {}}
+    figs = F.all_figures(a.groups, colors=a.colors)
+    for stem, fig in figs.items():
+        paths = F.save_figure(fig, out / FIGURE_DIR / stem)
+        files["figures"][stem] = {p.suffix[1:]: p for p in paths}
+    g = a.group_name
+    tables = {
+        "group_summary": (T.summary_rows(a.summaries, g), None, T.summary_markdown(a.summaries, g)),
+        "milestones": (T.milestone_rows(a.milestones, g), None, T.milestone_markdown(a.milestones, g)),
+        "comparisons": (T.comparison_rows(a.comparisons), T.COMPARISON_COLUMNS, T.comparison_markdown(a.comparisons)),
+        "jobs": (T.job_rows(a.groups), T.JOB_COLUMNS, T.jobs_markdown(T.job_rows(a.groups))),
+    }
+    for stem, (rows, cols, md) in tables.items():
+        files["tables"][stem] = {
+            "csv": atomic_write_text(out / f"{stem}.csv", T.to_csv(rows, cols)),
+            "md": atomic_write_text(out / f"{stem}.md", md),
+        }
+    files["report"] = atomic_write_text(out / REPORT_FILE, report_markdown(a, files))
+    return files
