@@ -24,7 +24,10 @@ def fer2013_root() -> Path:
 def fer_root() -> Path:
     root = fer2013_root()
     if not (root / "train").is_dir():
-        pytest.skip(f"{FER_SKIP_REASON}: no FER2013 at {root} (set FER2013_ROOT)")
+        message = f"{FER_SKIP_REASON}: no FER2013 at {root} (set FER2013_ROOT)"
+        if os.environ.get("FER_SWEEP_REQUIRE_DATA"):  # CI: a missing data set is a failure
+            pytest.fail(message)
+        pytest.skip(message)
     return root
 
 

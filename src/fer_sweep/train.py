@@ -17,9 +17,10 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, validate
+from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.results import best_epoch, read_results, write_results
 
@@ -40,27 +41,57 @@ def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | No
     return dict(model.test_report)
 
 
+def seed_run(cfg: DictConfig) -> None:
+    """Seed everything when ``seed`` is set: ``seed=0`` is a seed (the template's truthiness bug)."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test one configuration; returns the dict written to ``results.json``."""
+    """Train and test one configuration; returns the dict written to ``results.json``.
+
+    Never raises for a bad job: invalid values, exceptions and divergence are recorded as the
+    job's status, so one failed job cannot kill a sweep."""
     out_dir = Path(cfg.paths.output_dir)
     previous = read_results(out_dir)
     if previous and previous.get("status") == "completed" and not cfg.get("force"):
         log.info("%s already completed; skipping (force=true reruns it)", out_dir)
         return previous
-    validate(cfg)
-    if cfg.get("seed") is not None:  # seed=0 is a seed
-        pl.seed_everything(int(cfg.seed), workers=True)
+    results: dict[str, Any] = {
+        "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
+        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
+        "model": cfg.model.net.get("name"), "max_epochs": cfg.trainer.get("max_epochs"),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+    }
+    start = time.time()
+    try:
+        validate(cfg)
+        write_results(out_dir, results)
+        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+        results = _fit_and_test(cfg, out_dir, results)
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        results.update(status="failed", error=str(exc))
+    except DivergedError as exc:
+        log.error("run diverged: %s", exc)
+        results.update(status="diverged", error=str(exc))
+    except Exception as exc:  # recorded, so one failed job never kills a sweep
+        log.error("run failed: %s: %s (traceback in %s)", type(exc).__name__, exc, out_dir / "error.log")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "error.log").write_text(traceback.format_exc())
+        results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    earlier = float((previous or {}).get("wall_time_s") or 0.0)
+    results["wall_time_s"] = round(time.time() - start + earlier, 2)
+    write_results(out_dir, results)
+    log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
+    return results
+
+
+def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
+    seed_run(cfg)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    results: dict[str, Any] = {
-        "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
-        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": float(cfg.optimizer.lr), "model": cfg.model.net.get("name"),
-        "max_epochs": int(cfg.trainer.max_epochs), "overrides": list(cfg.get("overrides") or []),
-    }
-    write_results(out_dir, results)
-    OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
-    start = time.time()
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")), logger=_instantiate_list(cfg.get("logger")) or False)
@@ -71,24 +102,16 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         results["status"] = "completed"
-    except DivergedError as exc:
-        log.error("run diverged: %s", exc)
-        results.update(status="diverged", error=str(exc))
-    except Exception as exc:  # recorded, so one failed job never kills a sweep
-        log.error("run failed: %s: %s", type(exc).__name__, exc)
-        (out_dir / "error.log").write_text(traceback.format_exc())
-        results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    history = list(model.history)
-    epoch, best_acc = best_epoch(history)
-    results.update(epochs_run=len(history), best_epoch=epoch, best_val_acc=best_acc, final_val_acc=history[-1]["val_acc"] if history else None, class_names=list(datamodule.class_names))
-    if results["status"] == "completed" and cfg.get("test_after_fit", True):
+    finally:
+        history = list(model.history)
+        epoch, best_acc = best_epoch(history)
+        results.update(epochs_run=len(history), best_epoch=epoch, best_val_acc=best_acc, final_val_acc=history[-1]["val_acc"] if history else None, class_names=list(datamodule.class_names))
+    if cfg.get("test_after_fit", True):
         ckpt_cb = trainer.checkpoint_callback
+        best_path = getattr(ckpt_cb, "best_model_path", "") or ""
         last_report = _test(trainer, model, datamodule, None)
-        best_report = _test(trainer, model, datamodule, getattr(ckpt_cb, "best_model_path", None)) or last_report
-        results.update(test_acc_best=best_report["acc"], test_acc_last=last_report["acc"], test_macro_f1_best=best_report["macro_f1"], per_class_acc=best_report["per_class_acc"], confusion_matrix=best_report["confusion_matrix"], best_checkpoint=str(getattr(ckpt_cb, "best_model_path", "") or ""))
-    results["wall_time_s"] = round(time.time() - start + float((previous or {}).get("wall_time_s", 0.0) if resume else 0.0), 2)
-    write_results(out_dir, results)
-    log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
+        best_report = _test(trainer, model, datamodule, best_path) or last_report
+        results.update(test_acc_best=best_report["acc"], test_acc_last=last_report["acc"], test_macro_f1_best=best_report["macro_f1"], per_class_acc=best_report["per_class_acc"], confusion_matrix=best_report["confusion_matrix"], best_checkpoint=best_path)
     return results
 
 

@@ -1,0 +1,110 @@
+"""Config composition: every optimizer x scheduler, seeding, validation, launchers."""
+
+import itertools
+
+import hydra
+import pytest
+import torch
+from hydra.errors import MissingConfigException
+from omegaconf import OmegaConf
+
+from fer_sweep.config import ConfigError, run_id, validate
+from fer_sweep.train import seed_run
+from helpers import compose_cfg
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD, "adamw": torch.optim.AdamW}
+SCHEDULERS = {
+    "step": torch.optim.lr_scheduler.StepLR,
+    "multistep": torch.optim.lr_scheduler.MultiStepLR,
+    "cosine": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "plateau": torch.optim.lr_scheduler.ReduceLROnPlateau,
+    "none": None,
+}
+
+
+@pytest.mark.parametrize("opt,sched", list(itertools.product(OPTIMIZERS, SCHEDULERS)))
+def test_every_optimizer_scheduler_pair_builds(opt, sched):
+    cfg = compose_cfg([f"optimizer={opt}", f"scheduler={sched}", "trainer.max_epochs=37"])
+    model = hydra.utils.instantiate(cfg.model, class_names=[str(i) for i in range(7)])
+    conf = model.configure_optimizers()
+    optimizer = conf["optimizer"] if isinstance(conf, dict) else conf
+    assert type(optimizer) is OPTIMIZERS[opt]
+    assert optimizer.param_groups[0]["lr"] == cfg.optimizer.lr
+    if SCHEDULERS[sched] is None:
+        assert not isinstance(conf, dict)
+        return
+    sch = conf["lr_scheduler"]
+    assert type(sch["scheduler"]) is SCHEDULERS[sched]
+    assert sch["interval"] == "epoch"
+    if sched == "plateau":
+        assert sch["monitor"] == "val/acc" and sch["scheduler"].mode == "max"
+    if sched == "cosine":
+        assert sch["scheduler"].T_max == 37  # follows trainer.max_epochs
+    if sched == "step":
+        assert (sch["scheduler"].step_size, sch["scheduler"].gamma) == (10, 0.1)
+    if sched == "multistep":
+        assert sorted(sch["scheduler"].milestones) == [10, 20, 50]
+
+
+def test_defaults_match_the_study():
+    cfg = compose_cfg()
+    assert cfg.optimizer.lr == 0.001 and cfg.optimizer._target_ == "torch.optim.Adam"
+    assert cfg.trainer.max_epochs == 200 and cfg.seed == 0
+    assert cfg.model.net.name == "deep_emotion" and cfg.data.num_classes == 7
+
+
+def test_seed_zero_seeds():
+    cfg = compose_cfg(["seed=0"])
+    torch.manual_seed(1234)
+    seed_run(cfg)
+    a = torch.rand(5)
+    torch.manual_seed(0)
+    assert torch.equal(a, torch.rand(5))
+
+
+def test_seed_null_leaves_rng_alone():
+    cfg = compose_cfg(["seed=null"])
+    torch.manual_seed(1234)
+    seed_run(cfg)
+    a = torch.rand(5)
+    torch.manual_seed(1234)
+    assert torch.equal(a, torch.rand(5))
+
+
+@pytest.mark.parametrize("override,key", [("optimizer.lr=0", "optimizer.lr"), ("optimizer.lr=-0.1", "optimizer.lr"), ("trainer.max_epochs=0", "trainer.max_epochs"), ("data.batch_size=0", "data.batch_size"), ("data.num_classes=5", "data.num_classes"), ("model.label_smoothing=1.5", "model.label_smoothing")])
+def test_invalid_values_are_rejected_before_training(override, key):
+    cfg = compose_cfg([override])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as err:
+        validate(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_group_option_is_an_error():
+    with pytest.raises(MissingConfigException, match="scheduler"):
+        compose_cfg(["scheduler=warmup_magic"])
+
+
+def test_experiments_compose():
+    study = compose_cfg(["experiment=scheduler_study"], hydra_cfg=True)
+    assert study.hydra.sweeper.params == {"scheduler": "step,multistep,cosine,plateau", "seed": "0,1,2,3,4"}
+    assert study.trainer.max_epochs == 200
+    vgg = compose_cfg(["experiment=vgg"])
+    assert vgg.model.net.name == "vgg" and vgg.augment.hflip == 0.5
+    faithful = compose_cfg(["experiment=faithful"])
+    assert faithful.augment.get("hflip", 0.0) == 0.0 and faithful.scheduler.name == "cosine"
+
+
+def test_launchers_compose():
+    joblib = compose_cfg(["hydra/launcher=joblib"], hydra_cfg=True).hydra.launcher
+    assert joblib._target_.endswith("JoblibLauncher") and joblib.n_jobs == 2  # not one job per core
+    slurm = compose_cfg(["hydra/launcher=slurm"], hydra_cfg=True).hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.gpus_per_node == 1
+    ddp = compose_cfg(["trainer=ddp"])
+    assert ddp.trainer.strategy == "ddp" and ddp.trainer.devices == 2
+
+
+def test_output_folders_carry_a_per_launch_token():
+    cfg = compose_cfg([], hydra_cfg=True)
+    assert "${fer_run_id:}" in OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
+    token = run_id()
+    assert token == run_id() and len(token) == 6

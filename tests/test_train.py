@@ -1,0 +1,140 @@
+"""Real short trainings on FER2013: learning, the run folder, resume after SIGKILL, divergence, CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fer_sweep.callbacks import METRIC_COLUMNS
+from fer_sweep.train import run
+from helpers import PROJECT_ROOT, QUIET, compose_cfg, run_cli
+
+pytestmark = pytest.mark.data
+TINY = ["data.subset=0.05", "trainer.accelerator=cpu", *QUIET]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.slow
+def test_short_training_learns(fer_root, tmp_path):
+    """Loss falls and accuracy beats chance (and the majority class) on a real FER2013 subset."""
+    cfg = compose_cfg(["data.subset=0.25", "trainer.max_epochs=4", "trainer.accelerator=cpu", "logger=none", f"paths.output_dir={tmp_path}", *QUIET])
+    results = run(cfg)
+    assert results["status"] == "completed"
+    rows = _metrics(tmp_path)
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"]) - 0.05
+    majority = 895 / 3589  # 'happy' share of PublicTest
+    assert results["best_val_acc"] > majority + 0.03
+    assert results["test_acc_best"] > majority
+    assert set(results["per_class_acc"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    cm = results["confusion_matrix"]
+    assert len(cm) == 7 and sum(map(sum, cm)) == pytest.approx(3589 * 0.25, abs=7)
+
+
+@pytest.mark.slow
+def test_cli_run_leaves_everything_the_study_logged(fer_root, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(["scheduler=step", "trainer.max_epochs=2", f"hydra.run.dir={out}", *TINY])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _metrics(out)
+    assert list(rows[0]) == list(METRIC_COLUMNS) and len(rows) == 2  # one row per epoch
+    assert all(r[c] not in ("", "nan") for r in rows for c in METRIC_COLUMNS)
+    assert float(rows[0]["lr"]) == pytest.approx(0.001)
+    res = json.loads((out / "results.json").read_text())
+    for key in ("status", "seed", "scheduler", "lr", "epochs_run", "best_epoch", "best_val_acc", "test_acc_best", "test_acc_last", "per_class_acc", "confusion_matrix", "wall_time_s"):
+        assert key in res, key
+    assert (res["status"], res["scheduler"], res["epochs_run"], res["seed"]) == ("completed", "step", 2, 0)
+    assert (out / "config.yaml").is_file() and (out / "checkpoints" / "last.ckpt").is_file() and (out / "checkpoints" / "best.ckpt").is_file()
+    assert not list(out.rglob("*.tmp"))
+    # rerunning a completed job skips it and keeps its results
+    again = run_cli(["scheduler=step", "trainer.max_epochs=2", f"hydra.run.dir={out}", *TINY])
+    assert again.returncode == 0 and "already completed" in again.stderr + again.stdout
+    assert json.loads((out / "results.json").read_text()) == res
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_an_uninterrupted_run(fer_root, tmp_path):
+    args = ["trainer.max_epochs=3", "deterministic=true", "data.subset=0.04", "trainer.accelerator=cpu", *QUIET]
+    whole = tmp_path / "whole"
+    assert run_cli([*args, f"hydra.run.dir={whole}"]).returncode == 0
+    cut = tmp_path / "cut"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FER_SWEEP_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_sweep", *args, f"hydra.run.dir={cut}"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((cut / "metrics.csv").is_file() and len(_metrics(cut)) >= 1 and (cut / "checkpoints" / "last.ckpt").is_file()):
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(_metrics(cut)) < 3, "the run finished before it could be killed"
+    assert json.loads((cut / "results.json").read_text())["status"] == "running"
+    resumed = run_cli([*args, f"hydra.run.dir={cut}"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    a, b = _metrics(whole), _metrics(cut)
+    assert len(a) == len(b) == 3
+    for ra, rb in zip(a, b):
+        for c in METRIC_COLUMNS:
+            assert float(ra[c]) == pytest.approx(float(rb[c]), rel=1e-5, abs=1e-6), (c, ra, rb)
+    ja, jb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
+    assert ja["test_acc_best"] == pytest.approx(jb["test_acc_best"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_divergence_is_recorded_not_raised(fer_root, tmp_path):
+    out = tmp_path / "nan"
+    proc = run_cli(["optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=3", f"hydra.run.dir={out}", *TINY])
+    assert proc.returncode == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "diverged" and "loss became" in res["error"]
+    assert "Traceback" not in proc.stderr
+    assert "diverged" in proc.stderr
+
+
+def test_invalid_value_fails_before_training(tmp_path):
+    out = tmp_path / "bad"
+    proc = run_cli(["optimizer.lr=-1", f"hydra.run.dir={out}", *QUIET], timeout=120)
+    assert proc.returncode == 1
+    assert "optimizer.lr=-1" in proc.stderr and "Traceback" not in proc.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and res.get("epochs_run") is None
+
+
+def test_unknown_option_is_a_clear_error(tmp_path):
+    proc = run_cli(["scheduler=warmup_magic", f"hydra.run.dir={tmp_path}"], timeout=120)
+    assert proc.returncode != 0 and "scheduler" in proc.stderr and "warmup_magic" in proc.stderr
+
+
+def test_help_and_cfg_job():
+    helped = run_cli(["--help"], timeout=120)
+    assert helped.returncode == 0 and "scheduler: cosine, multistep, none, plateau, step" in helped.stdout
+    job = run_cli(["--cfg", "job", "optimizer.lr=0.0005", "scheduler=step"], timeout=120)
+    assert job.returncode == 0 and "lr: 0.0005" in job.stdout and "StepLR" in job.stdout
+
+
+@pytest.mark.slow
+def test_installed_wheel_finds_its_config(tmp_path):
+    """Hydra's config_path must work from a wheel installed in another folder, not only the checkout."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(PROJECT_ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    wheel = next(wheel_dir.glob("fer_sweep-*.whl"))
+    inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)], capture_output=True, text=True, timeout=300)
+    assert inst.returncode == 0, inst.stderr[-2000:]
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    proc = subprocess.run([sys.executable, "-c", "import fer_sweep, sys; print(fer_sweep.__file__); sys.argv=['fer_sweep', '--cfg', 'job', 'scheduler=plateau']; from fer_sweep.__main__ import cli; cli()"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(target) in proc.stdout and "ReduceLROnPlateau" in proc.stdout
