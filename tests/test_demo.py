@@ -156,6 +156,7 @@ def assert_one_line_error(rc: int, err: str, *fragments: str) -> None:
 # ---------------------------------------------------------------- model: default weights, predictor
 
 def test_default_model_path_prefers_vgg_and_fails_in_one_line(tmp_path):
+    """vgg.pt, else deep_emotion_plus.pt, else deep_emotion.pt (fer_sweep.weights.SHIPPED_NAMES)."""
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DemoError) as exc:
@@ -163,6 +164,8 @@ def test_default_model_path_prefers_vgg_and_fails_in_one_line(tmp_path):
     assert "--ckpt" in str(exc.value) and "\n" not in str(exc.value)
     save_checkpoint(tmp_path / "deep_emotion.pt")
     assert default_model_path(tmp_path) == tmp_path / "deep_emotion.pt"
+    save_checkpoint(tmp_path / "deep_emotion_plus.pt", seed=1)
+    assert default_model_path(tmp_path) == tmp_path / "deep_emotion_plus.pt"
     save_checkpoint(tmp_path / "vgg.pt", name="vgg", width=0.125)
     assert default_model_path(tmp_path) == tmp_path / "vgg.pt"
     predictor = Predictor.from_checkpoint(default_model_path(tmp_path))
@@ -170,12 +173,12 @@ def test_default_model_path_prefers_vgg_and_fails_in_one_line(tmp_path):
 
 
 def test_shipped_model_is_the_default(tmp_path, monkeypatch, capsys, grace):
-    import fer_sweep.demo.predictor as pred_mod
+    import fer_sweep.weights
 
-    monkeypatch.setattr(pred_mod, "weights_dir", lambda: tmp_path)
+    monkeypatch.setattr(fer_sweep.weights, "weights_dir", lambda: tmp_path)
     cv2.imwrite(str(tmp_path / "g.jpg"), grace)
     rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--no-show")
-    assert_one_line_error(rc, err, "no trained weights ship", "--ckpt")
+    assert_one_line_error(rc, err, "no trained weights in", "vgg.pt", "--ckpt")
     save_checkpoint(tmp_path / "deep_emotion.pt")
     rc, out, err = run_main(capsys, tmp_path / "g.jpg", "--no-show")
     assert rc == 0, err
@@ -330,13 +333,15 @@ def test_smoothing_reduces_label_flips_on_a_noisy_sequence():
 # ---------------------------------------------------------------- end to end: video
 
 @pytest.mark.data
-def test_video_in_process(tmp_path, fer_faces, predictor):
+def test_video_in_process(tmp_path, fer_faces, ckpt):
     video = tmp_path / "faces.mp4"
     n, blank = 30, {7, 8, 20}
     positions = face_video(video, fer_faces, n, blank=blank)
     out = tmp_path / "out"
+    predictor = Predictor.from_checkpoint(ckpt)
     summary = run(video, predictor=predictor, out_dir=out, show=False, keep_results=True)
     assert summary.kind == "video" and summary.frames == n and not summary.stopped_by_user
+    assert predictor.optimised  # videos use the traced network
 
     # detections: no face on blank frames, faces near where they were pasted on most others
     for res, pos in zip(summary.results, positions):
@@ -408,7 +413,7 @@ def test_image_folder(tmp_path, capsys, ckpt, grace):
     assert "notes.txt" in err and "d_broken.jpg" in err and "Traceback" not in err
     lines = stdout.splitlines()
     assert lines[0].startswith("a_grace.jpg: ") and lines[2] == "c_wall.png: no face"
-    assert lines[-1].startswith("3 frames, 2 faces")
+    assert lines[-1] == f"3 images, 2 faces (2 images with a face); outputs in {out}"
     rows = read_csv(out / "detections.csv")
     assert [r["image"] for r in rows] == ["a_grace.jpg", "b_mirrored.png", "c_wall.png"]
     assert near(tuple(int(rows[0][k]) for k in "xywh"), *GRACE_BOX[:2], size=GRACE_BOX[2], tol=0.1)
@@ -546,6 +551,10 @@ def test_bad_detector_options(tmp_path, capsys, ckpt, grace):
     assert_one_line_error(rc, err, "unknown face detector 'retina'")
     rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--detector", "yunet")
     assert_one_line_error(rc, err, "--detector-model")
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--min-face", "-3")
+    assert_one_line_error(rc, err, "min_face=-3")
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--detector", "full", "--min-face", "40")
+    assert_one_line_error(rc, err, "takes no option min_face")
 
 
 def test_open_source_kinds(tmp_path, grace):

@@ -17,6 +17,7 @@ from typing import Any
 import hydra
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import LearningRateMonitor
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -94,7 +95,9 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         torch.set_num_threads(int(cfg.threads))
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=_instantiate_list(cfg.get("callbacks")), logger=_instantiate_list(cfg.get("logger")) or False)
+    loggers = _instantiate_list(cfg.get("logger"))
+    callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     last = out_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
     if resume:

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-bars", action="store_true", help="draw only box and label, no probability bars")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network (default: 1)")
+    p.add_argument("--no-optimise", action="store_true",
+                   help="videos/webcam: keep the eager network instead of the faster traced one (saves a second or so at start)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     p.add_argument("--verbose", action="store_true", help="keep OpenCV's own log messages; tracebacks for unexpected errors")
     return p
@@ -93,10 +95,14 @@ def main(argv: list[str] | None = None) -> int:
                       detector_options={"model": args.detector_model, "min_face": args.min_face},
                       out_dir=args.out, show=False if args.no_show else True, smoothing=args.smooth,
                       max_frames=args.max_frames, bars=not args.no_bars, classify_every=args.classify_every,
+                      optimise=False if args.no_optimise else None,
                       on_result=None if args.quiet else on_result, on_warning=lambda m: err(f"warning: {m}"))
     except DemoError as exc:
         err(f"error: {one_line(exc)}")
         return 2
+    except KeyboardInterrupt:  # before the first frame (while loading); later ones end the run normally
+        err("interrupted")
+        return 130
     except Exception as exc:  # a bug, not bad input: still one line unless --verbose
         if args.verbose:
             traceback.print_exc()
@@ -105,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quiet:
         stop = " (stopped by user)" if summary.stopped_by_user else ""
         out = f"; outputs in {args.out}" if args.out else ""
-        print(f"{summary.frames} frames, {summary.faces} faces ({summary.frames_with_face} frames with a face), "
-              f"{summary.fps:.1f} FPS{stop}{out}", flush=True)
+        unit = "frames" if summary.kind in ("video", "webcam") else "images"
+        speed = f", {summary.fps:.1f} FPS" if unit == "frames" else ""
+        print(f"{summary.frames} {unit}, {summary.faces} faces ({summary.frames_with_face} {unit} with a face)"
+              f"{speed}{stop}{out}", flush=True)
     return 0
 
 

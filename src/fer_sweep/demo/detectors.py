@@ -87,6 +87,8 @@ def make_detector(name: str = DEFAULT_DETECTOR, **options: Any) -> FaceDetector:
         raise DemoError(f"unknown face detector {name!r}; expected one of {', '.join(available_detectors() + sorted(_ALIASES))}")
     factory = DETECTORS[key]
     options = {k: v for k, v in options.items() if v is not None}
+    if "min_face" in options:
+        min_face_pixels(options["min_face"], (1, 1))  # reject sizes <= 0 now, not at the first frame
     params = inspect.signature(factory).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         extra = sorted(set(options) - set(params))

@@ -116,6 +116,7 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
         detector: FaceDetector | str | None = None, detector_options: dict | None = None,
         out_dir: str | os.PathLike | None = None, show: bool | None = False, smoothing: float | None = DEFAULT_SMOOTHING,
         max_frames: int | None = None, bars: bool = True, keep_results: bool = False, classify_every: int = 1,
+        optimise: bool | None = None,
         on_result: Callable[[FrameResult], None] | None = None, on_warning: Callable[[str], None] | None = None,
         write_video: bool = True, write_images: bool = True, write_figure: bool = True) -> RunSummary:
     """Recognise expressions in every frame of ``source`` (webcam index, video, image, folder).
@@ -125,6 +126,8 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
     ``show``: True/None shows a window when possible (None: silently skip when not), False never.
     ``smoothing``: EMA weight for videos and cameras (None, 0 or 1 = off; images are never smoothed);
     ``classify_every``: for videos and cameras, classify each tracked face every N-th frame only.
+    ``optimise``: use the faster traced network (:meth:`Predictor.optimise`); None = for videos and
+    cameras only (it costs a second or so at start).
     With ``out_dir`` the outputs of :mod:`fer_sweep.demo.outputs` are written as frames go, and are
     closed properly when the run stops by an error (which is then raised: a
     :class:`DemoError` for bad input).  Ctrl+C ends the run normally with ``stopped_by_user``.
@@ -142,6 +145,12 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
     src = source if isinstance(source, Source) else open_source(source, on_warning=warn)
     if src.on_warning is None:
         src.on_warning = warn
+    if optimise or (optimise is None and src.stream):
+        try:
+            predictor.optimise()
+        except BaseException:
+            src.close()
+            raise
     alpha = (smoothing if smoothing is not None and 0 < smoothing < 1 else 1.0) if src.stream else None  # 1: track only
     recognizer = Recognizer(predictor, detector, smoothing=alpha, classify_every=classify_every if src.stream else 1)
     summary = RunSummary(source=src.name, kind=src.kind)

@@ -4,6 +4,20 @@ The localisation network looks at the 48x48 face and predicts an affine transfor
 the identity) that ``affine_grid``/``grid_sample`` apply to the input, so the classifier sees the
 face re-framed on the regions that matter.  Layer sizes follow the paper's reference code (its
 ReLUs after conv1 and conv3 included).  Unlike that code, dropout is on only in training mode.
+
+Speed on the CPU (same parameters, same state dict, same results within float32 rounding; see
+``tests/test_speed_equivalence.py`` and ``benchmarks/train_speed.py``):
+
+* the first classifier convolution has a single input channel, a shape oneDNN handles badly
+  (its input gradient alone cost more than the rest of the network's backward pass); on the CPU
+  it runs as one matrix product over the 9 shifted copies of the face, with its ReLU fused
+  (:class:`_SingleChannelConvReLU`);
+* the affine grid is one small matrix product with a cached basis instead of a batched
+  ``bmm`` over a freshly built base grid (:func:`affine_grid`);
+* ReLUs that follow a max-pool or a convolution run in place (ReLU after max-pool is the same
+  as before it; the order was already pool-then-ReLU).
+
+Elsewhere (CUDA, float64, autocast) the network runs the plain ``torch.nn.functional`` ops.
 """
 
 from __future__ import annotations
@@ -11,6 +25,86 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+_GRID_BASIS: dict[tuple, torch.Tensor] = {}
+
+
+def _grid_basis(h: int, w: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``B`` with ``theta.view(N, 6) @ B == F.affine_grid(theta, (N, C, h, w)).view(N, -1)``
+    (``align_corners=False``): row ``(c, j)``, column ``(pixel, c)`` holds base coordinate ``j``."""
+    key = (h, w, dtype, device)
+    basis = _GRID_BASIS.get(key)
+    if basis is None:
+        # the base grid exactly as ATen builds it (linspace_from_neg_one, align_corners=False)
+        xs = torch.linspace(-1, 1, w, dtype=dtype, device=device) * (w - 1) / w
+        ys = torch.linspace(-1, 1, h, dtype=dtype, device=device) * (h - 1) / h
+        base = torch.stack([xs.expand(h, w), ys.view(h, 1).expand(h, w), torch.ones(h, w, dtype=dtype, device=device)], -1).view(h * w, 3)
+        basis = torch.zeros(2, 3, h * w, 2, dtype=dtype, device=device)
+        basis[0, :, :, 0] = base.t()
+        basis[1, :, :, 1] = base.t()
+        basis = _GRID_BASIS[key] = basis.view(6, h * w * 2)
+    return basis
+
+
+def affine_grid(theta: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``F.affine_grid(theta, size, align_corners=False)`` for 2-D ``theta (N, 2, 3)``, as one
+    ``(N, 6) @ (6, H*W*2)`` product (forward and backward), with no per-call base grid."""
+    n, _, h, w = size
+    return torch.mm(theta.reshape(n, 6), _grid_basis(h, w, theta.dtype, theta.device)).view(n, h, w, 2)
+
+
+class _SingleChannelConvReLU(torch.autograd.Function):
+    """``relu(conv2d(u, weight, bias))`` for a one-channel input ``u (N, 1, H, W)`` (stride 1, no
+    padding).  Forward and the weight/bias gradients are oneDNN's; the input gradient, which oneDNN
+    computes slowly for one channel, is ``col2im(W^T @ g)``: one ``(k*k, O) @ (O, N*Ho*Wo)`` matrix
+    product (long dimension contiguous, fast in MKL) and k*k shifted adds."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        y = F.conv2d(u, weight, bias).relu_()
+        ctx.save_for_backward(u, weight, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):  # type: ignore[override]
+        u, weight, y = ctx.saved_tensors
+        n, _, h, w = u.shape
+        o, k = weight.shape[0], weight.shape[-1]
+        ho, wo = h - k + 1, w - k + 1
+        g = torch.ops.aten.threshold_backward(grad_y, y, 0)  # the ReLU's gradient, in y's layout
+        grad_u = grad_w = grad_b = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(g, u, weight, [o], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        if ctx.needs_input_grad[0]:
+            # (k*k, M) = W^T @ g^T with g viewed (M, O) when channels-last, (O, M) per sample otherwise
+            w_t = weight.reshape(o, k * k).t()
+            if g.is_contiguous(memory_format=torch.channels_last):
+                cols = torch.mm(w_t, g.permute(0, 2, 3, 1).reshape(-1, o).t()).view(k, k, n, ho, wo)
+            else:
+                cols = torch.matmul(w_t, g.reshape(n, o, ho * wo)).view(n, k, k, ho, wo).permute(1, 2, 0, 3, 4)
+            grad_u = g.new_zeros((n, h, w))
+            for i in range(k):
+                for j in range(k):
+                    grad_u[:, i : i + ho, j : j + wo] += cols[i, j]
+            grad_u = grad_u.view(n, 1, h, w)
+        return grad_u, grad_w, grad_b
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_cpu_enabled() if device_type == "cpu" else torch.is_autocast_enabled()
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
+
+
+def _fast_cpu(x: torch.Tensor) -> bool:
+    """Take the hand-written CPU paths: float32 on the CPU, eager (torch.compile sees the plain ops)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not _autocast_on("cpu") and not _compiling()
 
 
 class DeepEmotion(nn.Module):
@@ -43,11 +137,34 @@ class DeepEmotion(nn.Module):
         return self.fc_loc(self.localization(x).flatten(1)).view(-1, 2, 3)
 
     def stn(self, x: torch.Tensor) -> torch.Tensor:
-        grid = F.affine_grid(self.transform(x), list(x.shape), align_corners=False)
+        theta = self.transform(x)
+        if _fast_cpu(x):
+            grid = affine_grid(theta, list(x.shape))
+        else:
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, align_corners=False)
 
+    def _conv1_relu(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_cpu(x) and x.shape[1] == 1:
+            return _SingleChannelConvReLU.apply(x, self.conv1.weight, self.conv1.bias)
+        return F.relu(self.conv1(x), inplace=True)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.stn(x)
+        out = self._conv1_relu(self.stn(x))
+        out = F.relu(self.pool2(self.conv2(out)), inplace=True)
+        out = F.relu(self.conv3(out), inplace=True)
+        out = F.relu(self.pool4(self.norm(self.conv4(out))), inplace=True)
+        out = self.dropout(out).flatten(1)
+        return self.fc2(F.relu(self.fc1(out), inplace=True))
+
+    def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference code's forward, plain ``torch.nn.functional`` ops on every device.
+
+        :meth:`forward` computes the same (outputs and gradients within float32 rounding; the
+        same dropout draws); this one is kept for the equivalence test and the naive baseline of
+        ``benchmarks/train_speed.py``."""
+        grid = F.affine_grid(self.transform(x), list(x.shape), align_corners=False)
+        out = F.grid_sample(x, grid, align_corners=False)
         out = F.relu(self.conv1(out))
         out = F.relu(self.pool2(self.conv2(out)))
         out = F.relu(self.conv3(out))

@@ -1,0 +1,393 @@
+"""Seconds per training epoch of Deep-Emotion on the FER2013 train split: naive, bare loop, fer_sweep.
+
+    python benchmarks/train_speed.py                  # short: 60 timed batches, extrapolated
+    python benchmarks/train_speed.py --batches 100 --rounds 5
+    python benchmarks/train_speed.py --full           # whole epochs (2 per variant; the 2nd counts)
+
+Deep-Emotion, batch 128, Adam lr 1e-3, the 28,709 faces of the official train split, three ways:
+
+(a) naive: the common reimplementation - a torch ``DataLoader`` (``num_workers=2``, shuffled) over
+    the JPEG files, each face decoded with PIL, turned into a tensor and normalised per sample
+    (``ToTensor`` + ``Normalize(0.5, 0.5)``); the network's plain reference forward
+    (``DeepEmotion.reference_forward``: NCHW, ``torch.nn.functional`` ops), PyTorch's default
+    threads, default ``torch.optim.Adam``;
+(b) bare loop: the best plain loop - FER2013 in memory as a uint8 tensor, one ``randperm`` per
+    epoch, batches gathered with ``index_select`` and normalised per batch, the same network as
+    fer_sweep uses (``DeepEmotion.forward``, channels-last), loss and accuracy summed on the device;
+(c) fer_sweep: ``conf/`` composed with Hydra's compose API (defaults: csv logger, default callbacks,
+    output into a temp dir) and run through ``fer_sweep.train.run`` - the function
+    ``python -m fer_sweep`` calls - with an extra callback that timestamps batches and epochs.
+    Setup, validation and the end-of-epoch work (checkpoint, metrics file) are not in the epoch
+    time; validation is reported separately.
+
+Each measurement runs in a fresh subprocess (process-wide settings - threads, allocator - cannot
+leak between variants), the variants interleaved round by round; medians over rounds are reported.
+Short mode times ``--batches`` steps after ``--warmup`` steps and extrapolates to the 225 steps of
+an epoch (the last one holds 37 faces; counted as full); full mode times whole epochs.
+
+Process settings for (b) and (c) (``--threads``, ``--malloc``): glibc's default allocator returns
+every large freed block to the OS, so each step page-faults its ~10 MB activations back in (about
+6,000 faults per step on this network); ``--malloc tuned`` (default) calls ``mallopt`` so freed
+blocks are reused.  fer_sweep does not do that itself yet (see the issue #7 report); ``--malloc
+default`` measures it as it ships.  (a) always runs with the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+BATCH = 128
+LR = 1e-3
+TRAIN_IMAGES = 28_709
+STEPS_PER_EPOCH = math.ceil(TRAIN_IMAGES / BATCH)
+VARIANTS = {"a": "naive (JPEG DataLoader, 2 workers)", "b": "bare loop (in-memory uint8)", "c": "fer_sweep (Lightning + Hydra)"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", default=os.environ.get("FER2013_ROOT"), help="FER2013 image folders (default: $FER2013_ROOT)")
+    p.add_argument("--cache", default=os.environ.get("FER_SWEEP_CACHE"), help="tensor cache folder (default: $FER_SWEEP_CACHE)")
+    p.add_argument("--batches", type=int, default=60, help="short mode: timed steps per measurement (default 60)")
+    p.add_argument("--warmup", type=int, default=10, help="short mode: untimed steps first (default 10)")
+    p.add_argument("--full", action="store_true", help="time whole epochs instead")
+    p.add_argument("--epochs", type=int, default=2, help="full mode: epochs per measurement; the first is warm-up (default 2)")
+    p.add_argument("--rounds", type=int, default=None, help="measurements per variant, interleaved (default 3 short, 1 full)")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--threads", type=int, default=1, help="torch threads for (b) and (c) (0: PyTorch's default; default 1)")
+    p.add_argument("--naive-threads", type=int, default=0, help="torch threads for (a) (0: PyTorch's default)")
+    p.add_argument("--workers", type=int, default=2, help="DataLoader workers for (a) (default 2)")
+    p.add_argument("--malloc", choices=["tuned", "default"], default="tuned", help="glibc allocator settings for (b) and (c)")
+    p.add_argument("--forward", choices=["fast", "reference"], default="fast", help="network forward for (b) and (c): DeepEmotion.forward (default) or the plain reference_forward, to measure what the CPU paths save")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE", help="extra Hydra override for (c) (repeatable)")
+    p.add_argument("--json", help="write all measurements to this file")
+    p.add_argument("--worker", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rounds is None:
+        args.rounds = 1 if args.full else 3
+    return args
+
+
+# -- process settings --------------------------------------------------------------------------
+def tune_malloc() -> bool:
+    """Keep freed large blocks in the heap (no munmap + page faults per step).  glibc only."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
+
+
+def use_forward(name: str) -> None:
+    """``--forward reference``: every DeepEmotion in this process runs the plain reference forward."""
+    if name == "reference":
+        from fer_sweep.models.deep_emotion import DeepEmotion
+
+        DeepEmotion.forward = DeepEmotion.reference_forward
+
+
+def set_threads(n: int) -> None:
+    import torch
+
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+class Clock:
+    """Wall and process-CPU timestamps of the timed window."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, tuple[float, float]] = {}
+
+    def mark(self, name: str) -> None:
+        self.marks[name] = (time.perf_counter(), time.process_time())
+
+    def span(self, a: str, b: str) -> tuple[float, float]:
+        return self.marks[b][0] - self.marks[a][0], self.marks[b][1] - self.marks[a][1]
+
+
+def window(args: argparse.Namespace) -> tuple[int, int]:
+    """Steps (first timed, first after the timed ones) of the short-mode window."""
+    return args.warmup, args.warmup + args.batches
+
+
+def epoch_result(args: argparse.Namespace, spans: list[tuple[float, float]]) -> dict:
+    """Seconds per epoch (wall, cpu) from the timed spans: extrapolated (short) or the last epoch (full)."""
+    if args.full:
+        wall, cpu = spans[-1]
+        return {"epoch_s": wall, "epoch_cpu_s": cpu, "epochs_s": [w for w, _ in spans]}
+    wall, cpu = spans[0]
+    scale = STEPS_PER_EPOCH / args.batches
+    return {"epoch_s": wall * scale, "epoch_cpu_s": cpu * scale, "ms_per_step": wall / args.batches * 1e3}
+
+
+# -- (a) naive ---------------------------------------------------------------------------------
+class FolderFaces:
+    """``ImageFolder`` + ``Grayscale`` + ``ToTensor`` + ``Normalize((0.5,), (0.5,))`` without torchvision."""
+
+    def __init__(self, root: Path) -> None:
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+        self.samples = [(str(f), i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in (".jpg", ".jpeg", ".png")]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        path, label = self.samples[i]
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("L"), dtype=np.uint8)
+        x = torch.from_numpy(arr.copy()).unsqueeze(0).float().div(255.0)  # ToTensor
+        return x.sub(0.5).div(0.5), label  # Normalize
+
+
+def run_naive(args: argparse.Namespace) -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from fer_sweep.models.deep_emotion import DeepEmotion
+
+    set_threads(args.naive_threads)
+    torch.manual_seed(0)
+    data = FolderFaces(Path(args.root) / "train")
+    loader = DataLoader(data, batch_size=BATCH, shuffle=True, num_workers=args.workers)
+    net = DeepEmotion()
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    net.train()
+    clock, spans = Clock(), []
+    first, stop = window(args)
+    for epoch in range(args.epochs if args.full else 1):
+        clock.mark("epoch_start")
+        for step, (x, y) in enumerate(loader):
+            if not args.full and step == first:
+                clock.mark("t0")
+            if not args.full and step == stop:
+                clock.mark("t1")
+                spans.append(clock.span("t0", "t1"))
+                break
+            loss = F.cross_entropy(net.reference_forward(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if args.full:
+            clock.mark("epoch_end")
+            spans.append(clock.span("epoch_start", "epoch_end"))
+    return {"images": len(data), "threads": torch.get_num_threads(), **epoch_result(args, spans)}
+
+
+# -- (b) bare loop -----------------------------------------------------------------------------
+def run_bare(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from fer_sweep.data.cache import load_fer2013
+    from fer_sweep.data.classes import TRAINING
+    from fer_sweep.data.preprocess import to_model_input
+    from fer_sweep.models.deep_emotion import DeepEmotion
+
+    tuned = tune_malloc() if args.malloc == "tuned" else False
+    set_threads(args.threads)
+    use_forward(args.forward)
+    raw = load_fer2013(args.root, args.cache)
+    keep = np.flatnonzero(raw.usage == TRAINING)
+    images = torch.from_numpy(raw.images[keep]).contiguous()
+    labels = torch.from_numpy(raw.labels[keep]).contiguous()
+    torch.manual_seed(0)
+    net = DeepEmotion().to(memory_format=torch.channels_last).train()
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    clock, spans = Clock(), []
+    first, stop = window(args)
+    n = len(labels)
+    for epoch in range(args.epochs if args.full else 1):
+        clock.mark("epoch_start")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
+        loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+        for step in range(math.ceil(n / BATCH)):
+            if not args.full and step == first:
+                clock.mark("t0")
+            if not args.full and step == stop:
+                clock.mark("t1")
+                spans.append(clock.span("t0", "t1"))
+                break
+            idx = order[step * BATCH : (step + 1) * BATCH]
+            x = to_model_input(images.index_select(0, idx)).contiguous(memory_format=torch.channels_last)
+            y = labels.index_select(0, idx)
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+        if args.full:
+            _ = (loss_sum / n).item(), correct.item()  # what an epoch report reads
+            clock.mark("epoch_end")
+            spans.append(clock.span("epoch_start", "epoch_end"))
+    return {"images": n, "threads": torch.get_num_threads(), "malloc_tuned": tuned, **epoch_result(args, spans)}
+
+
+# -- (c) fer_sweep -----------------------------------------------------------------------------
+class EpochTimer(pl.Callback):
+    """Timestamps of batches, validation and epochs (built by Hydra from ``callbacks.epoch_timer``)."""
+
+    clock = Clock()
+    records: list[dict] = []
+
+    def __init__(self, first: int, stop: int) -> None:
+        self.first, self.stop = first, stop
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.clock.mark("epoch_start")
+        self.records.append({"epoch": trainer.current_epoch})
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.first:
+            self.clock.mark("t0")
+        elif batch_idx == self.stop:
+            self.clock.mark("t1")
+            self.records[-1]["window"] = self.clock.span("t0", "t1")
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self.clock.mark("val_start")
+            self.records[-1]["train"] = self.clock.span("epoch_start", "val_start")
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == "fit":
+            self.clock.mark("val_end")
+            self.records[-1]["val"] = self.clock.span("val_start", "val_end")
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.clock.mark("epoch_end")
+        self.records[-1].setdefault("train", self.clock.span("epoch_start", "epoch_end"))
+        self.records[-1]["epoch_total"] = self.clock.span("epoch_start", "epoch_end")
+
+
+def compose_fer_sweep(args: argparse.Namespace, out_dir: str):
+    from hydra import compose, initialize_config_module
+
+    from fer_sweep.config import register_resolvers
+
+    register_resolvers()
+    first, stop = window(args)
+    overrides = [
+        f"paths.output_dir={out_dir}",
+        "test_after_fit=false",
+        f"threads={args.threads if args.threads > 0 else 'null'}",
+        f"+callbacks.epoch_timer._target_={__name__}.EpochTimer",
+        f"+callbacks.epoch_timer.first={first}",
+        f"+callbacks.epoch_timer.stop={stop}",
+    ]
+    if args.root:
+        overrides.append(f"data.root={args.root}")
+    if args.cache:
+        overrides.append(f"data.cache_dir={args.cache}")
+    if args.full:
+        overrides.append(f"trainer.max_epochs={args.epochs}")
+    else:
+        overrides += ["trainer.max_epochs=1", f"+trainer.limit_train_batches={stop + 1}"]
+    with initialize_config_module(config_module="fer_sweep.conf", version_base="1.3"):
+        return compose(config_name="train", overrides=overrides + list(args.override))
+
+
+def run_fer_sweep(args: argparse.Namespace) -> dict:
+    import logging
+
+    import torch
+
+    from fer_sweep import train
+
+    tuned = tune_malloc() if args.malloc == "tuned" else False
+    use_forward(args.forward)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="train_speed_") as out_dir:
+        cfg = compose_fer_sweep(args, out_dir)
+        results = train.run(cfg)
+        if results.get("status") != "completed":
+            raise RuntimeError(f"fer_sweep run {results.get('status')}: {results.get('error')}")
+    log = EpochTimer.records
+    if args.full:
+        spans = [e["train"] for e in log]
+    else:
+        spans = [log[0]["window"]]
+    out = {"threads": torch.get_num_threads(), "malloc_tuned": tuned, **epoch_result(args, spans)}
+    last = log[-1]
+    out["val_s"] = last["val"][0] if "val" in last else None
+    out["epoch_end_s"] = last["epoch_total"][0] - last["train"][0] - (out["val_s"] or 0.0)
+    return out
+
+
+# -- driver ------------------------------------------------------------------------------------
+def worker(args: argparse.Namespace) -> None:
+    fn = {"a": run_naive, "b": run_bare, "c": run_fer_sweep}[args.worker]
+    print("RESULT " + json.dumps(fn(args)), flush=True)
+
+
+def measure(variant: str, argv: list[str]) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *argv, "--worker", variant]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-5000:])
+        raise SystemExit(f"variant ({variant}) failed (exit {proc.returncode})")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.worker:
+        return worker(args)
+    if not args.root or not (Path(args.root) / "train").is_dir():
+        raise SystemExit("FER2013 image folders not found: pass --root or set FER2013_ROOT")
+    import torch
+
+    mode = "full epochs" if args.full else f"short: {args.batches} steps after {args.warmup} warm-up, x{STEPS_PER_EPOCH / args.batches:.2f} -> 1 epoch"
+    print(f"Deep-Emotion, batch {BATCH}, Adam {LR:g}, FER2013 train ({TRAIN_IMAGES} faces, {STEPS_PER_EPOCH} steps/epoch); {mode}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; (b),(c): threads={args.threads or 'default'}, malloc={args.malloc}, forward={args.forward}; rounds={args.rounds}, interleaved")
+    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for r in range(args.rounds):
+        for v in args.variants:
+            res = measure(v, argv)
+            runs[v].append(res)
+            extra = f", validation {res['val_s']:.2f} s" if res.get("val_s") is not None else ""
+            print(f"  round {r + 1} ({v}) {res['epoch_s']:7.2f} s/epoch (cpu {res['epoch_cpu_s']:.2f} s){extra}", flush=True)
+    med = {v: statistics.median(x["epoch_s"] for x in runs[v]) for v in runs}
+    print("\nseconds per training epoch (median over rounds):")
+    for v in args.variants:
+        cpu = statistics.median(x["epoch_cpu_s"] for x in runs[v])
+        note = f"  cpu {cpu:6.2f} s (main process)  threads {runs[v][0]['threads']}"
+        print(f"  ({v}) {VARIANTS[v]:32s} {med[v]:8.2f} s{note}")
+    if "c" in runs:
+        vals = [x["val_s"] for x in runs["c"] if x.get("val_s") is not None]
+        if vals:
+            print(f"      (c) validation (3,589 faces, not in the epoch time): {statistics.median(vals):.2f} s; end-of-epoch work (checkpoint, metrics): {statistics.median(x['epoch_end_s'] for x in runs['c']):.2f} s")
+    if "b" in med and "c" in med:
+        print(f"  c/b = {med['c'] / med['b']:.3f}   (target <= 1.15)")
+    if "a" in med and "c" in med:
+        print(f"  a/c = {med['a'] / med['c']:.2f}    (target >= 3)")
+    if "c" in med:
+        print(f"  (c) {med['c']:.2f} s/epoch      (target <= 15 s)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median_epoch_s": med}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
