@@ -579,3 +579,65 @@ def test_classify_every_reuses_tracked_probabilities(predictor, grace):
     np.testing.assert_allclose(results[1].probs, results[0].probs)
     for r in results:
         np.testing.assert_allclose(r.probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_shipped_model_through_the_live_pipeline(fer_root):
+    """Detect -> crop -> classify on real faces pasted into frames is as accurate as the network on
+    the original 48x48 crops: the live preprocessing matches training (no BGR/RGB, margin or
+    normalisation mismatch)."""
+    try:
+        path = default_model_path()
+    except DemoError as exc:
+        pytest.skip(f"no shipped weights: {exc}")
+    predictor = Predictor.from_checkpoint(path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # batch-1 inference on a shared 2-core machine: one thread is faster
+    faces, labels = [], []
+    for k, cls in enumerate(CLASS_NAMES):
+        files = sorted((fer_root / "test" / cls).glob("PrivateTest_*.jpg"))[:20]
+        faces += [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files]
+        labels += [k] * len(files)
+    det = make_detector("haar")
+    found, boxes = [], []
+    for i, face in enumerate(faces):
+        x, y = 40 + (i * 67) % 420, 30 + (i * 41) % 280
+        frame = paste(face, x, y)
+        hit = [b for b in det.detect(frame) if near(b, x, y)]
+        if hit:
+            found.append((frame, i))
+            boxes.append(hit[0])
+    assert len(found) >= 0.6 * len(faces)
+    idx = [i for _, i in found]
+    truth = np.array(labels)[idx]
+    try:
+        native = predictor.predict_crops(np.stack([faces[i] for i in idx])).argmax(1)
+        live = predictor.predict_crops(np.concatenate([predictor.crops(frame, [box]) for (frame, _), box in zip(found, boxes)])).argmax(1)
+    finally:
+        torch.set_num_threads(threads)
+    acc_native, acc_live = (native == truth).mean(), (live == truth).mean()
+    assert acc_live >= acc_native - 0.08, (acc_live, acc_native)
+    assert (live == native).mean() >= 0.7
+
+
+def test_ctrl_c_ends_the_run_and_keeps_the_outputs(tmp_path, ckpt, grace):
+    video = tmp_path / "grace.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25, (FRAME_W, FRAME_H))
+    for i in range(12):
+        frame = np.full((FRAME_H, FRAME_W, 3), 90, np.uint8)
+        frame[40:440, 100 + 8 * i:100 + 8 * i + 341] = cv2.resize(grace, (341, 400))
+        writer.write(frame)
+    writer.release()
+
+    def interrupt(result):
+        if result.frame.index == 4:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    summary = run(video, predictor=Predictor.from_checkpoint(ckpt), out_dir=out, on_result=interrupt, optimise=False)
+    assert summary.stopped_by_user and summary.frames == 5 and summary.frames_with_face == 5
+    assert {r["frame"] for r in read_csv(out / "detections.csv")} == {"0", "1", "2", "3", "4"}
+    assert count_frames(out / "annotated.mp4")[0] == 5
+    info = json.loads((out / "summary.json").read_text())
+    assert info["stopped_by_user"] is True and info["error"] is None

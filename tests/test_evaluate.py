@@ -43,6 +43,15 @@ USAGE_NAMES = ("Training", "PublicTest", "PrivateTest")
 
 # ------------------------------------------------------------------------------ helpers
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These tests check results, not speed: one thread keeps them quick on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_net(name: str = "deep_emotion", seed: int = 0, **kwargs) -> torch.nn.Module:
     torch.manual_seed(seed)
     if name == "vgg":
@@ -205,6 +214,42 @@ def test_optimised_network_equals_eager(name):
     assert type(net.norm if name == "deep_emotion" else net.features[0][1]).__name__ == "BatchNorm2d"
 
 
+def test_strided_maxpool_equals_maxpool():
+    from fer_sweep.models.predict import MaxPool2x2
+
+    for shape in [(3, 10, 44, 44), (2, 10, 17, 17), (1, 8, 42, 42), (2, 3, 21, 20)]:
+        x = torch.randn(*shape)
+        pool = MaxPool2x2()
+        expected = torch.nn.functional.max_pool2d(x, 2)
+        assert torch.equal(pool(x), expected)
+        assert torch.equal(pool(x.contiguous(memory_format=torch.channels_last)), expected)
+        pool.size = shape[-2:]
+        assert torch.equal(pool(x), expected)
+
+
+def test_single_faces_run_on_one_thread_and_restore_the_count():
+    fast = optimise_for_inference(tiny_net())
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return self.inner(x)
+
+    fast.small = Spy(fast.small)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        fast(to_model_input(torch.from_numpy(faces(1))))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_optimised_shipped_model_equals_eager(name):
     from fer_sweep.models.registry import load_checkpoint
@@ -274,11 +319,11 @@ def test_shipped_weights_match_manifest_and_reproduce_privatetest_accuracy(name,
 
 # ------------------------------------------------------------------------------ the command line
 
-def test_cli_writes_json_and_png(tmp_path):
+def test_cli_writes_json_and_png(tmp_path, monkeypatch, capsys):
     root = synthetic_csv(tmp_path / "fer2013.csv")
     ckpt = save_checkpoint(tmp_path / "tiny.pt")
     env = {"FER_SWEEP_CACHE": str(tmp_path / "cache"), "FER2013_ROOT": str(root), "MPLBACKEND": "Agg"}
-    r = run_cli(f"ckpt={ckpt}", "tta=flip", "batch_size=8", cwd=tmp_path, env_extra=env)
+    r = run_cli(f"ckpt={ckpt}", "tta=flip", "batch_size=8", "threads=1", cwd=tmp_path, env_extra=env)
     assert r.returncode == 0, r.stderr
     out = tmp_path / "evaluations" / "tiny-PrivateTest-flip"
     rep = json.loads((out / "metrics.json").read_text())
@@ -291,10 +336,11 @@ def test_cli_writes_json_and_png(tmp_path):
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"{100 * rep['accuracy']:.2f}%" in r.stdout
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temp files
-    # a Lightning checkpoint of a run, another split, an explicit out
+    # a Lightning checkpoint of a run, another split, an explicit out (in-process, to save a start-up)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
     run_ckpt = save_checkpoint(tmp_path / "runA" / "checkpoints" / "last.ckpt", lightning=True, seed=1)
-    r = run_cli(f"ckpt={run_ckpt}", "split=PublicTest", f"out={tmp_path / 'o2'}", "optimise=false", cwd=tmp_path, env_extra=env)
-    assert r.returncode == 0, r.stderr
+    assert ev.main([f"ckpt={run_ckpt}", "split=PublicTest", f"out={tmp_path / 'o2'}", "optimise=false"]) == 0, capsys.readouterr().err
     rep2 = json.loads((tmp_path / "o2" / "metrics.json").read_text())
     assert rep2["checkpoint"]["name"] == "runA-last" and rep2["data"]["split"] == "PublicTest"
 

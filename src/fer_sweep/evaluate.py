@@ -224,7 +224,7 @@ def build_report(model: dict[str, Any], data: dict[str, Any], metrics: dict[str,
         **metrics,
         "tta_description": TTA_DESCRIPTIONS[metrics["tta"]],
         "inference": {"plan": model["plan"], "threads": torch.get_num_threads(), "torch": torch.__version__,
-                      "device": str(getattr(model["eager"], "device", None) or next(model["eager"].parameters()).device),
+                      "device": str(next(model["eager"].parameters()).device),
                       "machine": platform.machine()},
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -290,7 +290,7 @@ class ThnnConv2d(nn.Module):
 
 def _thnn_ok(m: nn.Module) -> bool:
     return (type(m) is nn.Conv2d and hasattr(torch._C._nn, "thnn_conv2d") and m.groups == 1 and m.padding_mode == "zeros"
-            and not isinstance(m.padding, str) and tuple(m.dilation) == (1, 1) and m.out_channels <= 32)
+            and not isinstance(m.padding, str) and tuple(m.dilation) == (1, 1) and m.out_channels <= 16)
 
 
 def _paired_best(a, b, reps: int) -> tuple[float, float]:
@@ -387,7 +387,7 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
     * 2x2 max-pools as two element-wise maxima of strided views (:class:`MaxPool2x2`), with their
       sizes fixed for 48x48 faces;
     * Deep-Emotion: ``affine_grid`` as one matrix product with a cached base grid;
-    * each small convolution (<= 32 output channels) runs on ATen's im2col+GEMM kernel instead of
+    * each small convolution (<= 16 output channels) runs on ATen's im2col+GEMM kernel instead of
       oneDNN where that is faster, timed here on this machine (:func:`_tune_convs`);
     * ``torch.jit.trace`` + ``torch.jit.freeze`` (weights become constants, Python is out of the
       loop), once in NCHW for small batches and once in channels-last for batches of at least
@@ -436,7 +436,7 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
             large, large_thnn = small, small_thnn
             if threshold < (1 << 30):
                 large_eager = _ChannelsLast(copy.deepcopy(work))
-                large_thnn = _tune_convs(large_eager, probe, reps=5) if tune else []
+                large_thnn = _tune_convs(large_eager, probe[:32], reps=5) if tune else []
                 large = torch.jit.freeze(torch.jit.trace(large_eager, probe[:threshold]).eval())
     except Exception as exc:  # a network TorchScript cannot trace stays eager (BatchNorm still folded)
         log.warning("optimise_for_inference: tracing %s failed (%s); using the eager network", type(net).__name__, str(exc).splitlines()[0])

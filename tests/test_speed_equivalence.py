@@ -1,0 +1,168 @@
+"""The CPU speed paths of Deep-Emotion compute what the plain reference network computes.
+
+``DeepEmotion.forward`` takes hand-written paths on the CPU (single-channel conv1 + ReLU with its
+own input gradient, the affine grid as one matrix product, in-place ReLUs);
+``DeepEmotion.reference_forward`` is the reference code with plain ``torch.nn.functional`` ops.
+On a real-shaped batch (128 faces, 48x48, normalised as in training) their outputs and every
+gradient agree within 1e-5, in both memory formats, in training mode (same dropout draws) and in
+evaluation mode, and the state dict - the shipped weights' keys - is unchanged.
+
+Gradients with respect to the *input image* are not compared on whole faces: where a face is flat,
+values that are equal in exact arithmetic differ in the last bit between any two float32 paths,
+and a max-pool then sends a gradient to a different (equally valid) position of its window.
+Training never needs that gradient; the conv1 input gradient that the STN does use is checked
+directly (``test_single_channel_conv_relu``), and it reaches every localisation gradient.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fer_sweep.data.preprocess import to_model_input
+from fer_sweep.models.deep_emotion import DeepEmotion, _SingleChannelConvReLU, affine_grid
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+STATE_KEYS = [
+    ("localization.0.weight", (8, 1, 7, 7)), ("localization.0.bias", (8,)),
+    ("localization.3.weight", (10, 8, 5, 5)), ("localization.3.bias", (10,)),
+    ("fc_loc.0.weight", (32, 640)), ("fc_loc.0.bias", (32,)), ("fc_loc.2.weight", (6, 32)), ("fc_loc.2.bias", (6,)),
+    ("conv1.weight", (10, 1, 3, 3)), ("conv1.bias", (10,)), ("conv2.weight", (10, 10, 3, 3)), ("conv2.bias", (10,)),
+    ("conv3.weight", (10, 10, 3, 3)), ("conv3.bias", (10,)), ("conv4.weight", (10, 10, 3, 3)), ("conv4.bias", (10,)),
+    ("norm.weight", (10,)), ("norm.bias", (10,)), ("norm.running_mean", (10,)), ("norm.running_var", (10,)), ("norm.num_batches_tracked", ()),
+    ("fc1.weight", (50, 810)), ("fc1.bias", (50,)), ("fc2.weight", (7, 50)), ("fc2.bias", (7,)),
+]
+
+
+def face_batch(n: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 faces -> model input, with flat patches (equal pixels: ties for max-pool and ReLU)."""
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 48, 48), generator=g, dtype=torch.uint8)
+    images[: n // 4, :12, :] = 0  # black bar
+    images[n // 4 : n // 2, :, 36:] = 255  # saturated side
+    blur = F.avg_pool2d(images.float().unsqueeze(1), 5, 1, 2).squeeze(1)  # smoother, face-like statistics
+    images = torch.where(torch.rand(n, 1, 1, generator=g) < 0.5, blur.round().to(torch.uint8), images)
+    return to_model_input(images), torch.randint(0, 7, (n,), generator=g)
+
+
+def make_pair(channels_last: bool, seed: int = 0) -> DeepEmotion:
+    torch.manual_seed(seed)
+    net = DeepEmotion()
+    with torch.no_grad():  # an attention branch that moves the face, not the fresh identity
+        net.fc_loc[2].weight.normal_(0.0, 0.02)
+        net.fc_loc[2].bias.add_(torch.tensor([0.05, 0.1, -0.03, -0.08, 0.04, 0.02]))
+    return net.to(memory_format=torch.channels_last) if channels_last else net
+
+
+def run(net: DeepEmotion, forward, x: torch.Tensor, y: torch.Tensor):
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(1234)  # the same dropout draws for both forwards
+    logits = forward(x)
+    F.cross_entropy(logits, y).backward()
+    return logits.detach(), {k: p.grad.detach().clone() for k, p in net.named_parameters()}
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_forward_and_gradients_match_the_reference(channels_last: bool, mode: str):
+    x, y = face_batch()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    net = make_pair(channels_last)
+    net.train(mode == "train")
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    ref_out, ref_grads = run(net, net.reference_forward, x, y)
+    net.load_state_dict(state)  # BatchNorm running stats as before
+    out, grads = run(net, net.forward, x, y)
+    torch.testing.assert_close(out, ref_out, **TOL)
+    assert grads.keys() == ref_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], **TOL, msg=lambda m, n=name: f"gradient of {n}: {m}")
+
+
+def test_batchnorm_running_stats_match():
+    x, y = face_batch(seed=3)
+    a, b = make_pair(True), make_pair(True)
+    run(a, a.reference_forward, x, y)
+    run(b, b.forward, x, y)
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, **TOL, msg=lambda m, k=k: f"{k}: {m}")
+
+
+def test_as_accurate_as_the_reference_against_float64():
+    """Both float32 paths sit equally close to a float64 evaluation of the same network."""
+    x, y = face_batch(seed=1)
+    net = make_pair(True).eval()
+    exact = make_pair(False).double().eval()
+    exact.load_state_dict(net.state_dict())
+    ex_out, ex_grads = run(exact, exact.reference_forward, x.double(), y)
+    errors = {}
+    for name, fwd in (("reference", net.reference_forward), ("fast", net.forward)):
+        out, grads = run(net, fwd, x, y)
+        errors[name] = max([(out.double() - ex_out).abs().max().item()] + [(grads[k].double() - ex_grads[k]).abs().max().item() for k in grads])
+    assert errors["fast"] <= 2 * errors["reference"] + 1e-6, errors
+
+
+def test_state_dict_is_unchanged():
+    """Shipped weights load by these names and shapes."""
+    assert [(k, tuple(v.shape)) for k, v in DeepEmotion().state_dict().items()] == STATE_KEYS
+
+
+@pytest.mark.parametrize("size", [(128, 1, 48, 48), (3, 1, 20, 32)])
+def test_affine_grid_matches_torch(size):
+    theta = (torch.eye(2, 3) + 0.1 * torch.randn(size[0], 2, 3)).requires_grad_()
+    theta_ref = theta.detach().clone().requires_grad_()
+    grid, grid_ref = affine_grid(theta, list(size)), F.affine_grid(theta_ref, list(size), align_corners=False)
+    torch.testing.assert_close(grid, grid_ref, **TOL)
+    g = torch.randn_like(grid) / (size[2] * size[3])  # a mean loss's gradient scale
+    grid.backward(g)
+    grid_ref.backward(g)
+    torch.testing.assert_close(theta.grad, theta_ref.grad, **TOL)
+
+
+@pytest.mark.parametrize("channels_last", [True, False], ids=["channels_last", "nchw"])
+def test_single_channel_conv_relu(channels_last: bool):
+    """conv1 + ReLU on the CPU path: output, input, weight and bias gradients."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 10, 3).to(memory_format=fmt)
+    u = torch.randn(128, 1, 48, 48).contiguous(memory_format=fmt)
+    g = torch.randn(128, 10, 46, 46).contiguous(memory_format=fmt) / 128
+    results = []
+    for fast in (True, False):
+        conv.zero_grad(set_to_none=True)
+        x = u.clone().requires_grad_()
+        y = _SingleChannelConvReLU.apply(x, conv.weight, conv.bias) if fast else F.relu(conv(x))
+        y.backward(g)
+        results.append((y.detach(), x.grad, conv.weight.grad, conv.bias.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL)
+    assert results[0][0].is_contiguous(memory_format=fmt)
+
+
+def test_single_image_and_odd_batch():
+    net = make_pair(True).eval()
+    for n in (1, 37):
+        x, y = face_batch(n, seed=n)
+        out, grads = run(net, net.forward, x, y)
+        ref, ref_grads = run(net, net.reference_forward, x, y)
+        torch.testing.assert_close(out, ref, **TOL)
+        for k in grads:
+            torch.testing.assert_close(grads[k], ref_grads[k], **TOL)
+
+
+def test_no_grad_inference_matches():
+    x, _ = face_batch(16, seed=7)
+    net = make_pair(True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net.reference_forward(x), **TOL)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_uses_the_plain_ops():
+    net = make_pair(False).cuda().eval()
+    x, _ = face_batch(8)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x.cuda()), net.reference_forward(x.cuda()), rtol=1e-4, atol=1e-4)
