@@ -361,10 +361,10 @@ def main(argv: list[str] | None = None) -> None:
 
     mode = "full epochs" if args.full else f"short: {args.batches} steps after {args.warmup} warm-up, x{STEPS_PER_EPOCH / args.batches:.2f} -> 1 epoch"
     print(f"Deep-Emotion, batch {BATCH}, Adam {LR:g}, FER2013 train ({TRAIN_IMAGES} faces, {STEPS_PER_EPOCH} steps/epoch); {mode}")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; (b),(c): threads={args.threads or 'default'}, malloc={args.malloc}, forward={args.forward}; rounds={args.rounds}, interleaved")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; (b),(c): threads={args.threads or 'default'}, malloc={args.malloc}, forward={args.forward}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; rounds={args.rounds}, interleaved")
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}
     for r in range(args.rounds):
-        for v in args.variants:
+        for v in args.variants if r % 2 == 0 else args.variants[::-1]:  # a b c, c b a, ...: drift cancels
             res = measure(v, argv)
             runs[v].append(res)
             extra = f", validation {res['val_s']:.2f} s" if res.get("val_s") is not None else ""
@@ -379,10 +379,17 @@ def main(argv: list[str] | None = None) -> None:
         vals = [x["val_s"] for x in runs["c"] if x.get("val_s") is not None]
         if vals:
             print(f"      (c) validation (3,589 faces, not in the epoch time): {statistics.median(vals):.2f} s; end-of-epoch work (checkpoint, metrics): {statistics.median(x['epoch_end_s'] for x in runs['c']):.2f} s")
+    def ratio(x: str, y: str) -> str:
+        """Ratio of the medians, and the median of the per-round ratios (neighbours in time, so
+        less exposed to the machine's load changing between rounds); cpu: the same for CPU time."""
+        per_round = statistics.median(p["epoch_s"] / q["epoch_s"] for p, q in zip(runs[x], runs[y]))
+        cpu = statistics.median(p["epoch_cpu_s"] for p in runs[x]) / statistics.median(q["epoch_cpu_s"] for q in runs[y])
+        return f"{med[x] / med[y]:.3f}  (per-round median {per_round:.3f}; cpu {cpu:.3f})"
+
     if "b" in med and "c" in med:
-        print(f"  c/b = {med['c'] / med['b']:.3f}   (target <= 1.15)")
+        print(f"  c/b = {ratio('c', 'b')}   target <= 1.15")
     if "a" in med and "c" in med:
-        print(f"  a/c = {med['a'] / med['c']:.2f}    (target >= 3)")
+        print(f"  a/c = {ratio('a', 'c')}   target >= 3 (a's cpu: main process only)")
     if "c" in med:
         print(f"  (c) {med['c']:.2f} s/epoch      (target <= 15 s)")
     if args.json:

@@ -183,6 +183,12 @@ def test_shipped_model_is_the_default(tmp_path, monkeypatch, capsys, grace):
     rc, out, err = run_main(capsys, tmp_path / "g.jpg", "--no-show")
     assert rc == 0, err
     assert out.startswith("g.jpg: ") and any(f" {c} " in out for c in CLASS_NAMES)
+    rc, out, err = run_main(capsys, tmp_path / "g.jpg", "--no-show", "--ckpt", "deep_emotion")  # shipped name
+    assert rc == 0, err
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--no-show", "--ckpt", "vgg")
+    assert_one_line_error(rc, err, "vgg.pt is not installed")
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--no-show", "--ckpt", tmp_path / "missing.ckpt")
+    assert_one_line_error(rc, err, "missing.ckpt: no such checkpoint file")
 
 
 def test_predictor_classifies_all_faces_in_one_batch(predictor, grace):

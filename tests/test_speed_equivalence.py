@@ -91,18 +91,47 @@ def test_batchnorm_running_stats_match():
         torch.testing.assert_close(va, vb, **TOL, msg=lambda m, k=k: f"{k}: {m}")
 
 
-def test_as_accurate_as_the_reference_against_float64():
-    """Both float32 paths sit equally close to a float64 evaluation of the same network."""
-    x, y = face_batch(seed=1)
-    net = make_pair(True).eval()
-    exact = make_pair(False).double().eval()
+def float64_errors(net: DeepEmotion, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Largest deviation of each float32 forward (outputs and gradients, evaluation mode) from a
+    float64 evaluation of the same network."""
+    net = net.eval()
+    exact = DeepEmotion(net.num_classes).double().eval()
     exact.load_state_dict(net.state_dict())
     ex_out, ex_grads = run(exact, exact.reference_forward, x.double(), y)
     errors = {}
     for name, fwd in (("reference", net.reference_forward), ("fast", net.forward)):
         out, grads = run(net, fwd, x, y)
         errors[name] = max([(out.double() - ex_out).abs().max().item()] + [(grads[k].double() - ex_grads[k]).abs().max().item() for k in grads])
-    assert errors["fast"] <= 2 * errors["reference"] + 1e-6, errors
+    return errors
+
+
+def test_as_accurate_as_the_reference_against_float64():
+    """Both float32 paths sit equally close to a float64 evaluation of the same network."""
+    x, y = face_batch(seed=1)
+    errors = float64_errors(make_pair(True), x, y)
+    assert errors["fast"] <= 1.5 * errors["reference"] + 1e-6, errors
+
+
+def test_shipped_weights_load_and_match():
+    """The shipped Deep-Emotion weights load into this network; on them the outputs agree within
+    1e-5, and the gradients are as close to float64 as the reference's.  (The trained network
+    amplifies float32 rounding in its gradients to ~1e-4 - the reference forward itself is that far
+    from float64 - so a 1e-5 bound between two float32 paths would test the rounding, not the code.)"""
+    from pathlib import Path
+
+    from fer_sweep.models.registry import load_checkpoint
+
+    path = Path(__file__).resolve().parents[1] / "src" / "fer_sweep" / "weights" / "deep_emotion.pt"
+    if not path.is_file():
+        pytest.skip(f"no shipped weights at {path}")
+    net, _, _ = load_checkpoint(path)
+    assert isinstance(net, DeepEmotion)
+    for seed in (5, 6):
+        x, y = face_batch(seed=seed)
+        with torch.no_grad():
+            torch.testing.assert_close(net(x), net.reference_forward(x), **TOL)
+        errors = float64_errors(net, x, y)
+        assert errors["fast"] <= 1.5 * errors["reference"] + 1e-6, errors
 
 
 def test_state_dict_is_unchanged():

@@ -46,7 +46,7 @@ def test_sweep_cli_summary_and_report(fer_root, tmp_path):
         for key in ("best_val_acc", "final_val_acc", "test_acc_best", "test_acc_last"):
             assert float(row[key]) == pytest.approx(res[key], rel=1e-5)
         assert int(row["seed"]) == res["seed"] and row["scheduler"] == res["scheduler"]
-    assert (sweep / "summary.md").read_text().count("| scheduler=") == 4
+    assert (sweep / "summary.md").read_text().count("| data.subset=0.03,scheduler=") == 4
     report = tmp_path / "report"
     plot = run_cli([str(sweep), "--out", str(report)], module="fer_sweep.plot", timeout=300)
     assert plot.returncode == 0, plot.stderr[-3000:]

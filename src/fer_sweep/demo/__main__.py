@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Real-time facial-expression recognition (FER2013 classes) with OpenCV.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="webcam index (0), video file, image file, or folder of images")
-    p.add_argument("--ckpt", metavar="PATH", help="checkpoint to use (a fer_sweep .ckpt or .pt); default: the shipped model")
+    p.add_argument("--ckpt", metavar="PATH", help="checkpoint to use (a fer_sweep .ckpt or .pt), or a shipped model name "
+                   "(vgg, deep_emotion_plus, deep_emotion); default: the best shipped model")
     p.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="NAME",
                    help=f"face detector: {', '.join(available_detectors())} or none (default: %(default)s)")
     p.add_argument("--detector-model", metavar="PATH", help="model file of the detector (YuNet ONNX for yunet; a cascade XML for haar)")

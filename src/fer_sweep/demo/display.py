@@ -41,12 +41,16 @@ class Window:
         except cv2.error as exc:
             raise RuntimeError(f"OpenCV cannot open a window ({str(exc).strip().splitlines()[-1][:200]}); {GUI_HINT}") from None
         self.open = True
+        self._sized = False
 
     def show(self, image: np.ndarray, wait_ms: int = 1, until_key: bool = False) -> bool:
         """Show ``image`` for ``wait_ms`` (or, with ``until_key``, until a key is pressed); False when
         the user quit (q / Esc / closed the window)."""
         if not self.open:
             return False
+        if not self._sized:  # start at the frame's size (WINDOW_NORMAL windows stay resizable)
+            cv2.resizeWindow(self.title, int(image.shape[1]), int(image.shape[0]))
+            self._sized = True
         cv2.imshow(self.title, image)
         while True:
             key = cv2.waitKey(100 if until_key else max(1, int(wait_ms))) & 0xFF

@@ -70,9 +70,19 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike | None = None, **kwargs) -> "Predictor":
-        """Load a fer_sweep checkpoint (Lightning ``.ckpt`` or shipped ``.pt``); the shipped model
+        """Load a fer_sweep checkpoint (Lightning ``.ckpt`` or shipped ``.pt``), or a shipped model by
+        name (``vgg``, ``deep_emotion_plus``, ``deep_emotion``, ``default``); the shipped default
         (:func:`default_model_path`) when ``path`` is None.  Bad files raise :class:`DemoError`."""
-        path = Path(path) if path is not None else default_model_path()
+        if path is None:
+            path = default_model_path()
+        elif not Path(path).expanduser().is_file():
+            from fer_sweep.weights import resolve_model
+
+            try:
+                path, _ = resolve_model(path)
+            except FileNotFoundError as exc:
+                raise DemoError(one_line(exc)) from None
+        path = Path(path)
         try:
             net, names, _meta = load_checkpoint(path)
         except CheckpointError as exc:

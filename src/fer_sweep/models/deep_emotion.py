@@ -103,8 +103,9 @@ def _compiling() -> bool:
 
 
 def _fast_cpu(x: torch.Tensor) -> bool:
-    """Take the hand-written CPU paths: float32 on the CPU, eager (torch.compile sees the plain ops)."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and not _autocast_on("cpu") and not _compiling()
+    """Take the hand-written CPU paths: float32 on the CPU, eager (torch.compile and torch.jit.trace
+    see the plain ops)."""
+    return x.device.type == "cpu" and x.dtype == torch.float32 and not _autocast_on("cpu") and not _compiling() and not torch.jit.is_tracing()
 
 
 class DeepEmotion(nn.Module):
