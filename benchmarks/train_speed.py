@@ -25,11 +25,22 @@ leak between variants), the variants interleaved round by round; medians over ro
 Short mode times ``--batches`` steps after ``--warmup`` steps and extrapolates to the 225 steps of
 an epoch (the last one holds 37 faces; counted as full); full mode times whole epochs.
 
-Process settings for (b) and (c) (``--threads``, ``--malloc``): glibc's default allocator returns
-every large freed block to the OS, so each step page-faults its ~10 MB activations back in (about
-6,000 faults per step on this network); ``--malloc tuned`` (default) calls ``mallopt`` so freed
-blocks are reused.  fer_sweep does not do that itself yet (see the issue #7 report); ``--malloc
-default`` measures it as it ships.  (a) always runs with the defaults.
+Process settings for (b) and (c):
+
+* ``--threads``: 0 (default) keeps PyTorch's default (one thread per core), as ``python -m
+  fer_sweep`` runs with ``threads: null``.  On an idle 2-core machine that is the fastest; on a
+  shared one (other jobs busy) OpenMP's spin-waiting threads make every step several times slower,
+  and ``--threads 1`` (``threads=1`` for fer_sweep) is the fastest.  ``OMP_WAIT_POLICY=PASSIVE`` in
+  the environment is the middle ground.  Check ``load average`` in the header.
+* ``--malloc``: glibc's default allocator hands every large freed block back to the OS, so each
+  step page-faults its ~10 MB activations in again (about 6,000 faults per step on this network);
+  ``tuned`` (default) calls ``mallopt`` so freed blocks are reused.  fer_sweep does not do that
+  itself yet (see the issue #7 report); ``--malloc default`` measures it as it ships.
+
+(a) always runs with the defaults.  ``--forward reference`` runs (b) and (c) with the plain network
+code, to measure what ``DeepEmotion.forward``'s CPU paths save.  Timings on a shared machine are
+noisy: compare variants of one run only; the per-round ratios (neighbours in time) are the steadier
+ones, and CPU seconds are printed next to the wall-clock ones.
 """
 
 from __future__ import annotations
@@ -65,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=2, help="full mode: epochs per measurement; the first is warm-up (default 2)")
     p.add_argument("--rounds", type=int, default=None, help="measurements per variant, interleaved (default 3 short, 1 full)")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    p.add_argument("--threads", type=int, default=1, help="torch threads for (b) and (c) (0: PyTorch's default; default 1)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for (b) and (c); 0 (default): PyTorch's default, as `python -m fer_sweep` (threads: null) runs. On a shared machine 1 is much faster (see the docstring)")
     p.add_argument("--naive-threads", type=int, default=0, help="torch threads for (a) (0: PyTorch's default)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for (a) (default 2)")
     p.add_argument("--malloc", choices=["tuned", "default"], default="tuned", help="glibc allocator settings for (b) and (c)")

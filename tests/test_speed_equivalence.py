@@ -182,6 +182,20 @@ def test_single_image_and_odd_batch():
             torch.testing.assert_close(grads[k], ref_grads[k], **TOL)
 
 
+def test_inference_mode_first_then_training():
+    """A first call under inference_mode (evaluate, demo) must not poison later training calls."""
+    from fer_sweep.models import deep_emotion
+
+    deep_emotion._GRID_BASIS.clear()
+    net = make_pair(True)
+    x, y = face_batch(8, seed=2)
+    with torch.inference_mode():
+        net.eval()(x)
+    net.train()
+    _, grads = run(net, net.forward, x, y)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+
+
 def test_no_grad_inference_matches():
     x, _ = face_batch(16, seed=7)
     net = make_pair(True).eval()

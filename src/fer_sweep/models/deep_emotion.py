@@ -35,14 +35,17 @@ def _grid_basis(h: int, w: int, dtype: torch.dtype, device: torch.device) -> tor
     key = (h, w, dtype, device)
     basis = _GRID_BASIS.get(key)
     if basis is None:
-        # the base grid exactly as ATen builds it (linspace_from_neg_one, align_corners=False)
-        xs = torch.linspace(-1, 1, w, dtype=dtype, device=device) * (w - 1) / w
-        ys = torch.linspace(-1, 1, h, dtype=dtype, device=device) * (h - 1) / h
-        base = torch.stack([xs.expand(h, w), ys.view(h, 1).expand(h, w), torch.ones(h, w, dtype=dtype, device=device)], -1).view(h * w, 3)
-        basis = torch.zeros(2, 3, h * w, 2, dtype=dtype, device=device)
-        basis[0, :, :, 0] = base.t()
-        basis[1, :, :, 1] = base.t()
-        basis = _GRID_BASIS[key] = basis.view(6, h * w * 2)
+        # a normal tensor even when first built under inference_mode (it is cached, and autograd
+        # saves it for theta's gradient later); no autograd history either way
+        with torch.inference_mode(False), torch.no_grad():
+            # the base grid exactly as ATen builds it (linspace_from_neg_one, align_corners=False)
+            xs = torch.linspace(-1, 1, w, dtype=dtype, device=device) * (w - 1) / w
+            ys = torch.linspace(-1, 1, h, dtype=dtype, device=device) * (h - 1) / h
+            base = torch.stack([xs.expand(h, w), ys.view(h, 1).expand(h, w), torch.ones(h, w, dtype=dtype, device=device)], -1).view(h * w, 3)
+            basis = torch.zeros(2, 3, h * w, 2, dtype=dtype, device=device)
+            basis[0, :, :, 0] = base.t()
+            basis[1, :, :, 1] = base.t()
+            basis = _GRID_BASIS[key] = basis.view(6, h * w * 2)
     return basis
 
 
