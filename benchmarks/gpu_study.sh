@@ -32,7 +32,8 @@ if [ "$SMOKE" = 1 ]; then
   TRAINER="trainer=cpu"; GRID_EPOCHS=2; DE_EPOCHS=2; VGG_EPOCHS=1; EXTRA="data.subset=0.03 threads=1"
   GRID="scheduler=step,cosine seed=0,1"
 else
-  TRAINER="trainer=gpu"; GRID_EPOCHS=200; DE_EPOCHS=${DE_EPOCHS:-250}; VGG_EPOCHS=${VGG_EPOCHS:-50}  # as in the experiment configs; EXTRA="threads=2"
+  TRAINER="trainer=gpu"; GRID_EPOCHS=200; DE_EPOCHS=${DE_EPOCHS:-250}; VGG_EPOCHS=${VGG_EPOCHS:-50}  # as in conf/experiment
+  EXTRA="threads=1"  # 12 processes x 2 threads oversubscribed the 16 cores
   GRID=${GRID:-experiment=scheduler_study}
   if nvidia-cuda-mps-control -d >/dev/null 2>&1; then
     if $PY -c "import torch; torch.zeros(1).cuda(); print('ok')" >/dev/null 2>&1; then log "CUDA MPS daemon started"

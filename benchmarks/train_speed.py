@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
     if "c" in runs:
         vals = [x["val_s"] for x in runs["c"] if x.get("val_s") is not None]
         if vals:
-            print(f"      (c) validation (3,589 faces, not in the epoch time): {statistics.median(vals):.2f} s; end-of-epoch work (checkpoint, metrics): {statistics.median(x['epoch_end_s'] for x in runs['c']):.2f} s")
+            print(f"      (c) validation (3,589 faces, not in the epoch time): {statistics.median(vals):.2f} s; end-of-epoch work (checkpoint, metrics): {statistics.median(x['epoch_end_s'] for x in runs['c']):.3f} s")
     def ratio(x: str, y: str) -> str:
         """Ratio of the medians, and the median of the per-round ratios (neighbours in time, so
         less exposed to the machine's load changing between rounds); cpu: the same for CPU time."""

@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from fer_sweep.cpu import tune_allocator
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.results import best_epoch, read_results, write_results
@@ -90,6 +91,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:
     seed_run(cfg)
+    if cfg.get("malloc_tuning", True):
+        tune_allocator()
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))

@@ -8,10 +8,10 @@ ReLUs after conv1 and conv3 included).  Unlike that code, dropout is on only in 
 Speed on the CPU (same parameters, same state dict, same results within float32 rounding; see
 ``tests/test_speed_equivalence.py`` and ``benchmarks/train_speed.py``):
 
-* the first classifier convolution has a single input channel, a shape oneDNN handles badly
-  (its input gradient alone cost more than the rest of the network's backward pass); on the CPU
-  it runs as one matrix product over the 9 shifted copies of the face, with its ReLU fused
-  (:class:`_SingleChannelConvReLU`);
+* the first classifier convolution has a single input channel, a shape whose input gradient
+  oneDNN computes slowly (17-32 ms of a ~95 ms step on one core); on the CPU that gradient is one
+  matrix product and 9 shifted adds, with the ReLU fused into the same autograd node
+  (:class:`_SingleChannelConvReLU`; forward and weight gradient stay oneDNN's);
 * the affine grid is one small matrix product with a cached basis instead of a batched
   ``bmm`` over a freshly built base grid (:func:`affine_grid`);
 * ReLUs that follow a max-pool or a convolution run in place (ReLU after max-pool is the same
