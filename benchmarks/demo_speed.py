@@ -189,11 +189,12 @@ def end_to_end(video: Path, predictor: Predictor, detector, frames: int) -> dict
             **{f"{k}_ms": float(np.median(v)) for k, v in stages.items()}, **{f"{k}_p10_ms": v for k, v in p10.items()}}
 
 
-def run_api(video: Path, predictor: Predictor, frames: int, classify_every: int = 1) -> dict:
-    """The CLI's own loop (:func:`fer_sweep.demo.run`: adds tracking, smoothing, FPS overlay)."""
+def run_api(video: Path, predictor: Predictor, frames: int, classify_every: int = 1, overlap: bool = True) -> dict:
+    """The CLI's own loop (:func:`fer_sweep.demo.run`: adds tracking, smoothing, FPS overlay);
+    ``overlap``: the next frame read and detected in a worker thread (the default for videos)."""
     stamps = []
     c0 = time.process_time()
-    s = run(video, predictor=predictor, show=False, max_frames=frames, classify_every=classify_every,
+    s = run(video, predictor=predictor, show=False, max_frames=frames, classify_every=classify_every, overlap=overlap,
             on_result=lambda r: stamps.append(time.perf_counter()))
     cpu = time.process_time() - c0
     return {"fps": s.fps, "median_fps": 1.0 / float(np.median(np.diff(stamps))), "cpu_ms": 1000.0 * cpu / max(1, s.frames)}
@@ -357,15 +358,18 @@ def speed_section(video: Path, preds: dict[str, Predictor], args, results: dict)
         results["speed"][key] = r
         print(f"  {key:48s} {fmt_speed(r)}, {r['p10_fps']:.1f} FPS p10 (detect median {r['detect_ms']:.1f} ms, "
               f"p10 {r['detect_p10_ms']:.1f}; {r['faces_per_frame']:.2f} faces/frame)")
-    print("  the run() API / CLI loop (traced network, tracking + smoothing, FPS overlay; no window, no outputs):")
+    print("  the run() API / CLI loop (traced network, tracking + smoothing, FPS overlay; no window, no outputs);\n"
+          "  'overlap': the next frame read + detected in a worker thread while this one is classified + drawn (the CLI's default):")
     for threads in sorted({1, base_threads}):
         torch.set_num_threads(threads)
         for mname, pred in preds.items():
             for every in (1, 2) if mname.startswith(("vgg width=1", "shipped vgg")) else (1,):
-                r = run_api(video, pred, args.frames, classify_every=every)
-                key = f"run(): haar + {mname}, torch threads={threads}" + (f", classify every {every}" if every > 1 else "")
-                results["speed"][key] = r
-                print(f"  {key:64s} {fmt_speed(r)}")
+                for overlap in (True, False):
+                    r = run_api(video, pred, args.frames, classify_every=every, overlap=overlap)
+                    key = (f"run(): haar + {mname}, torch threads={threads}" + (f", classify every {every}" if every > 1 else "")
+                           + (", overlap" if overlap else ", sequential"))
+                    results["speed"][key] = r
+                    print(f"  {key:76s} {fmt_speed(r)}")
     torch.set_num_threads(base_threads)
 
 

@@ -6,8 +6,9 @@ optimised inference path (:func:`fer_sweep.models.predict.optimise_for_inference
 
 Two workloads, each measured in the same run for both paths:
 
-* single: one 48x48 uint8 face per call, batch 1, including ``to_model_input`` and the softmax
-  (what a live recognizer does for one face);
+* single: one 48x48 uint8 face per call, batch 1, to probabilities: ``to_model_input``, the network
+  and the softmax (what a live recognizer does for one face; the optimised path runs all three in
+  one graph, ``InferenceNet.proba``, as the recognizer does);
 * batched: ``--batch`` faces per call (as ``python -m fer_sweep.evaluate`` runs).
 
 Eager is ``net.eval()`` under ``torch.no_grad()``; optimised is ``optimise_for_inference(net)`` under
@@ -15,7 +16,7 @@ Eager is ``net.eval()`` under ``torch.no_grad()``; optimised is ``optimise_for_i
 hits both alike) and the best round is reported, in wall-clock faces/s and in faces per CPU-second of
 this process (``time.process_time``; with 1 thread, the rate on a core of its own).  The load average
 is printed, since on a shared machine wall-clock rates depend on it.  Outputs of the two paths are
-compared (max |logit difference|) on the same faces.  Faces are random: speed does not depend on content.
+compared (max |logit difference| and max |probability difference|) on the same faces.  Faces are random: speed does not depend on content.
 """
 
 from __future__ import annotations
@@ -49,19 +50,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_single(net, faces: np.ndarray, grad_ctx):
-    def call(i: int):
+def probabilities(net, grad_ctx):
+    """uint8 faces -> probabilities: ``net.proba`` where the network has it (the optimised one: what
+    the recognizer and ``evaluate`` call), else ``softmax(net(to_model_input(faces)))``."""
+    proba = getattr(net, "proba", None)
+
+    def run(u8: torch.Tensor) -> torch.Tensor:
         with grad_ctx():
-            return torch.softmax(net(to_model_input(torch.from_numpy(faces[i % len(faces)][None]))), dim=1)
+            return proba(u8) if proba is not None else torch.softmax(net(to_model_input(u8)), dim=1)
+    return run
+
+
+def make_single(net, faces: np.ndarray, grad_ctx):
+    run = probabilities(net, grad_ctx)
+
+    def call(i: int):
+        return run(torch.from_numpy(faces[i % len(faces)][None]))
     return call
 
 
 def make_batched(net, faces: np.ndarray, batch: int, grad_ctx):
     chunks = [faces[s:s + batch] for s in range(0, len(faces) - batch + 1, batch)]
+    run = probabilities(net, grad_ctx)
 
     def call(i: int):
-        with grad_ctx():
-            return torch.softmax(net(to_model_input(torch.from_numpy(chunks[i % len(chunks)]))), dim=1)
+        return run(torch.from_numpy(chunks[i % len(chunks)]))
     return call
 
 
@@ -126,16 +139,19 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             fast = optimise_for_inference(net)
             t_opt = time.perf_counter() - t0
-            x = to_model_input(torch.from_numpy(faces[:args.batch]))
+            u8 = torch.from_numpy(faces[:args.batch])
+            x = to_model_input(u8)
             with torch.inference_mode():
                 err = max(float((fast(x[:1]) - net(x[:1])).abs().max()), float((fast(x) - net(x)).abs().max()))
+                err_p = max(float((probabilities(fast, torch.inference_mode)(u) - torch.softmax(net(to_model_input(u)), 1)).abs().max())
+                            for u in (u8[:1], u8))
             # VGG is ~70x the work of Deep-Emotion: scale its time budget so the run stays short
             secs = args.seconds * (2.0 if params > 1e6 else 1.0)
             for workload, per_call, mk in (("single", 1, lambda m, ctx: make_single(m, faces, ctx)),
                                           ("batched", args.batch, lambda m, ctx: make_batched(m, faces, args.batch, ctx))):
                 r = measure({"eager": mk(net, torch.no_grad), "optimised": mk(fast, torch.inference_mode)}, per_call, secs, args.rounds)
                 row = {"model": name, "params": params, "threads": threads, "workload": workload, "batch": per_call,
-                       "eager": r["eager"], "optimised": r["optimised"], "max_abs_logit_diff": err, "optimise_s": t_opt,
+                       "eager": r["eager"], "optimised": r["optimised"], "max_abs_logit_diff": err, "max_abs_proba_diff": err_p, "optimise_s": t_opt,
                        "plan": getattr(fast, "plan", None)}
                 results.append(row)
                 print(f"  {name:18s} threads={threads} {workload:8s} eager {r['eager']['best_wall_faces_s']:8.0f}/s  "

@@ -385,6 +385,54 @@ def test_video_in_process(tmp_path, fer_faces, ckpt):
 
 
 @pytest.mark.data
+def test_detecting_ahead_gives_the_same_results_as_one_frame_at_a_time(tmp_path, fer_faces, ckpt):
+    """Videos read and detect the next frame in a worker thread (``overlap``, on by default for
+    streams): same frames, boxes and probabilities as the sequential loop, in order, and no thread
+    left behind, also when the run stops early."""
+    import threading
+
+    video = tmp_path / "faces.mp4"
+    face_video(video, fer_faces, 24, blank={5})
+    predictor = Predictor.from_checkpoint(ckpt)
+    runs = {ov: run(video, predictor=predictor, show=False, keep_results=True, overlap=ov) for ov in (False, True)}
+    seq, ahead = runs[False].results, runs[True].results
+    assert [r.frame.index for r in ahead] == list(range(24)) == [r.frame.index for r in seq]
+    assert sum(bool(r.boxes) for r in ahead) >= 12
+    for a, b in zip(seq, ahead):
+        assert a.boxes == b.boxes and a.track_ids == b.track_ids
+        np.testing.assert_allclose(a.probs, b.probs, atol=1e-6)
+    early = run(video, predictor=predictor, show=False, max_frames=3)
+    assert early.frames == 3
+    assert not [t for t in threading.enumerate() if t.name.startswith("fer_sweep-detect")]
+
+
+def test_detect_ahead_raises_where_the_source_fails_after_earlier_frames():
+    from fer_sweep.demo.pipeline import detect_ahead
+    from fer_sweep.demo.sources import Frame
+
+    class Boom(RuntimeError):
+        pass
+
+    def frames():
+        for i in range(3):
+            yield Frame(i, None, np.zeros((8, 8, 3), np.uint8), f"f{i}")
+        raise Boom("frame 3 is broken")
+
+    class CountingDetector:
+        seen = []
+
+        def detect(self, image):
+            self.seen.append(1)
+            return [(0, 0, 4, 4)]
+
+    got = []
+    with pytest.raises(Boom, match="frame 3"):
+        for frame, boxes in detect_ahead(frames(), CountingDetector()):
+            got.append((frame.index, boxes))
+    assert got == [(0, [(0, 0, 4, 4)]), (1, [(0, 0, 4, 4)]), (2, [(0, 0, 4, 4)])]
+
+
+@pytest.mark.data
 @pytest.mark.slow
 def test_video_cli_subprocess(tmp_path, fer_faces, ckpt):
     video = tmp_path / "faces.avi"

@@ -214,6 +214,42 @@ def test_optimised_network_equals_eager(name):
     assert type(net.norm if name == "deep_emotion" else net.features[0][1]).__name__ == "BatchNorm2d"
 
 
+@pytest.mark.parametrize("name", ["deep_emotion", "vgg"])
+def test_fused_probabilities_equal_eager_softmax(name):
+    """``InferenceNet.proba`` (to_model_input, network and softmax in one graph) gives the eager
+    probabilities, for one face, a small batch, a chunked large batch and (N, 1, 48, 48) input."""
+    from fer_sweep.models.predict import LARGE_BATCH_CHUNK
+
+    net = tiny_net(name)
+    fast = optimise_for_inference(net)
+    assert isinstance(fast, InferenceNet) and fast.small_proba is not None
+    calls = []
+    fast.large = _counting(fast.large, calls)
+    for n in (1, 5, LARGE_BATCH_CHUNK * 2 + 3):
+        u8 = torch.from_numpy(faces(n, seed=n))
+        with torch.inference_mode():
+            ref = torch.softmax(net(to_model_input(u8)), 1)
+            torch.testing.assert_close(fast.proba(u8), ref, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(fast.proba(u8[:, None]), ref, atol=1e-5, rtol=1e-4)
+            torch.testing.assert_close(fast(to_model_input(u8)), net(to_model_input(u8)), atol=1e-4, rtol=1e-4)
+    assert calls and max(calls) <= LARGE_BATCH_CHUNK  # the big batch went through in chunks
+    np.testing.assert_allclose(predict_proba(fast, faces(300)), predict_proba(net, faces(300)), atol=1e-5)
+    with pytest.raises(TypeError, match="uint8"):
+        fast.proba(torch.zeros(1, 48, 48))
+
+
+def _counting(module, calls):
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.inner(x)
+    return Counting()
+
+
 def test_strided_maxpool_equals_maxpool():
     from fer_sweep.models.predict import MaxPool2x2
 
@@ -265,6 +301,55 @@ def test_optimised_shipped_model_equals_eager(name):
 
 
 # ------------------------------------------------------------------------------ shipped weights and their card
+
+@pytest.mark.parametrize("mode", ["half", "int8"])
+def test_export_writes_a_small_file_that_loads_to_nearly_the_same_network(tmp_path, mode):
+    from fer_sweep.models.export import export_weights, main as export_main, quantize_int8
+    from fer_sweep.models.registry import load_checkpoint
+
+    src = save_checkpoint(tmp_path / "run.ckpt", "vgg", lightning=True)
+    out = tmp_path / f"{mode}.pt"
+    export_weights(src, out, half=mode == "half", int8=mode == "int8")
+    ref, names, _ = load_checkpoint(src)
+    net, names2, _ = load_checkpoint(out)
+    assert names2 == names
+    blob = torch.load(out, weights_only=True)
+    assert "optimizer_states" not in blob
+    convs = [k for k, v in blob["state_dict"].items() if k.endswith("weight") and v.dim() >= 2]
+    assert convs and all(blob["state_dict"][k].dtype == (torch.int8 if mode == "int8" else torch.float16) for k in convs)
+    assert out.stat().st_size < src.stat().st_size / (3 if mode == "int8" else 1.8)
+    for (k, a), b in zip(ref.state_dict().items(), net.state_dict().values()):
+        if a.is_floating_point():
+            # int8: at most half a quantisation step (max|w| / 127 / 2 per output channel)
+            step = a.reshape(len(a), -1).abs().amax(1).max() / 127 if mode == "int8" and a.dim() >= 2 else a.abs().max() * 2 ** -10
+            assert float((a - b).abs().max()) <= float(step) / 2 + 1e-7, k
+    x = to_model_input(torch.from_numpy(faces(16)))
+    with torch.inference_mode():
+        a, b = ref(x), net(x)
+    assert float((a - b).abs().max()) <= 0.05 * float(a.abs().max())  # logits within 5% of their scale
+    w = torch.randn(5, 3, 3, 3)
+    w[2] = 0
+    q, scale = quantize_int8(w)
+    assert q.dtype == torch.int8 and scale.shape == (5,) and float(q.abs().max()) == 127 and scale[2] == 1 and not q[2].any()
+    with pytest.raises(SystemExit) as exc:  # one storage kind at a time
+        export_main([str(src), str(tmp_path / "x.pt"), "--half", "--int8"])
+    assert exc.value.code == 2 and not (tmp_path / "x.pt").exists()
+
+
+def test_int8_weights_with_a_wrong_scale_are_refused_in_one_line(tmp_path):
+    from fer_sweep.models.export import export_weights
+    from fer_sweep.models.registry import CheckpointError, load_checkpoint
+
+    out = tmp_path / "q.pt"
+    export_weights(save_checkpoint(tmp_path / "run.ckpt"), out, int8=True)
+    blob = torch.load(out, weights_only=True)
+    key = next(iter(blob["int8_scales"]))
+    blob["int8_scales"][key] = blob["int8_scales"][key][:1].repeat(3) if len(blob["int8_scales"][key]) != 3 else torch.ones(2)
+    torch.save(blob, out)
+    with pytest.raises(CheckpointError) as exc:
+        load_checkpoint(out)
+    assert str(out) in str(exc.value) and key in str(exc.value) and "\n" not in str(exc.value)
+
 
 def test_weights_module_names_and_default(tmp_path):
     assert list(SHIPPED) == [n for n in SHIPPED_NAMES if (weights_dir() / f"{n}.pt").is_file()]

@@ -91,6 +91,14 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(fer_root, tmp_path):
             assert float(ra[c]) == pytest.approx(float(rb[c]), rel=1e-5, abs=1e-6), (c, ra, rb)
     ja, jb = (json.loads((d / "results.json").read_text()) for d in (whole, cut))
     assert ja["test_acc_best"] == pytest.approx(jb["test_acc_best"], abs=1e-6)
+    assert jb["resumed_from_epoch"] in (1, 2) and "resumed_from_epoch" not in ja
+
+    # a failed job run again from scratch (no last.ckpt) counts only its own time
+    (whole / "checkpoints" / "last.ckpt").unlink()
+    (whole / "results.json").write_text(json.dumps({**ja, "status": "failed", "wall_time_s": 1e6}))
+    assert run_cli([*args, f"hydra.run.dir={whole}"]).returncode == 0
+    again = json.loads((whole / "results.json").read_text())
+    assert again["status"] == "completed" and again["wall_time_s"] < 1e5 and "resumed_from_epoch" not in again
 
 
 @pytest.mark.slow

@@ -82,7 +82,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "error.log").write_text(traceback.format_exc())
         results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-    earlier = float((previous or {}).get("wall_time_s") or 0.0)
+    # a run resumed from last.ckpt adds the time its earlier attempts spent; a fresh rerun does not
+    earlier = float((previous or {}).get("wall_time_s") or 0.0) if results.get("resumed_from_epoch") is not None else 0.0
     results["wall_time_s"] = round(time.time() - start + earlier, 2)
     write_results(out_dir, results)
     log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
@@ -105,6 +106,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
     if resume:
         log.info("resuming from %s", resume)
+        results["resumed_from_epoch"] = int(torch.load(resume, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         results["status"] = "completed"

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network (default: 1)")
     p.add_argument("--no-optimise", action="store_true",
                    help="videos/webcam: keep the eager network instead of the faster traced one (saves a second or so at start)")
+    p.add_argument("--no-overlap", action="store_true",
+                   help="videos/webcam: read and detect each frame after the previous one is drawn, instead of in a worker "
+                        "thread while it is classified (one frame less latency, fewer frames per second on 2+ cores)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     p.add_argument("--verbose", action="store_true", help="keep OpenCV's own log messages; tracebacks for unexpected errors")
     return p
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                       detector_options={"model": args.detector_model, "min_face": args.min_face},
                       out_dir=args.out, show=False if args.no_show else True, smoothing=args.smooth,
                       max_frames=args.max_frames, bars=not args.no_bars, classify_every=args.classify_every,
-                      optimise=False if args.no_optimise else None,
+                      optimise=False if args.no_optimise else None, overlap=False if args.no_overlap else None,
                       on_result=None if args.quiet else on_result, on_warning=lambda m: err(f"warning: {m}"))
     except DemoError as exc:
         err(f"error: {one_line(exc)}")

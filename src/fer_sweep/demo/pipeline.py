@@ -8,11 +8,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -71,8 +73,9 @@ class Recognizer:
     def class_names(self) -> tuple[str, ...]:
         return self.predictor.class_names
 
-    def __call__(self, image: np.ndarray, frame: Frame | None = None) -> FrameResult:
-        boxes = list(self.detector.detect(image))
+    def __call__(self, image: np.ndarray, frame: Frame | None = None, boxes: list[Box] | None = None) -> FrameResult:
+        """Detect (unless ``boxes`` of ``image`` are given, e.g. by :func:`detect_ahead`), classify, smooth."""
+        boxes = list(self.detector.detect(image)) if boxes is None else list(boxes)
         if self.smoother is None:
             raw = self.predictor.predict(image, boxes)
             return FrameResult(boxes, raw, self.class_names, None, raw, frame)
@@ -93,6 +96,32 @@ class Recognizer:
     def reset(self) -> None:
         if self.smoother is not None:
             self.smoother.reset()
+
+
+def detect_ahead(frames: Iterable[Frame], detector: FaceDetector) -> Iterator[tuple[Frame, list[Box]]]:
+    """``(frame, boxes)`` for each frame, with the *next* frame read and its faces detected in a
+    worker thread while the caller classifies, draws and writes this one.
+
+    OpenCV and PyTorch release the GIL in their kernels, so on two cores reading+detecting and
+    classifying+drawing overlap: a frame costs about the longer of the two instead of their sum,
+    for one frame of latency.  Order is kept; an error of the reader or the detector is raised at
+    the frame where it happened, after every earlier frame was yielded.  Close the generator (as
+    :func:`run` does) to stop: it then waits for the one frame in flight."""
+    it = iter(frames)
+    done = object()
+
+    def read_and_detect():
+        frame = next(it, done)
+        return done if frame is done else (frame, list(detector.detect(frame.image)))
+
+    with ThreadPoolExecutor(1, thread_name_prefix="fer_sweep-detect") as pool:
+        pending = pool.submit(read_and_detect)
+        while True:
+            item = pending.result()
+            if item is done:
+                return
+            pending = pool.submit(read_and_detect)
+            yield item
 
 
 @dataclass
@@ -116,7 +145,7 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
         detector: FaceDetector | str | None = None, detector_options: dict | None = None,
         out_dir: str | os.PathLike | None = None, show: bool | None = False, smoothing: float | None = DEFAULT_SMOOTHING,
         max_frames: int | None = None, bars: bool = True, keep_results: bool = False, classify_every: int = 1,
-        optimise: bool | None = None,
+        optimise: bool | None = None, overlap: bool | None = None,
         on_result: Callable[[FrameResult], None] | None = None, on_warning: Callable[[str], None] | None = None,
         write_video: bool = True, write_images: bool = True, write_figure: bool = True) -> RunSummary:
     """Recognise expressions in every frame of ``source`` (webcam index, video, image, folder).
@@ -128,6 +157,8 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
     ``classify_every``: for videos and cameras, classify each tracked face every N-th frame only.
     ``optimise``: use the faster traced network (:meth:`Predictor.optimise`); None = for videos and
     cameras only (it costs a second or so at start).
+    ``overlap``: read and detect the next frame while this one is classified and drawn
+    (:func:`detect_ahead`); None = for videos and cameras only.
     With ``out_dir`` the outputs of :mod:`fer_sweep.demo.outputs` are written as frames go, and are
     closed properly when the run stops by an error (which is then raised: a
     :class:`DemoError` for bad input).  Ctrl+C ends the run normally with ``stopped_by_user``.
@@ -180,10 +211,12 @@ def run(source: str | int | os.PathLike | Source, *, predictor: Predictor | None
     fps = 0.0
     start = last = time.perf_counter()
     error: BaseException | None = None
+    overlap = src.stream if overlap is None else bool(overlap)
+    frames = detect_ahead(src, detector) if overlap else ((f, None) for f in src)
     try:
-        with src:
-            for frame in src:
-                result = recognizer(frame.image, frame)
+        with src, contextlib.closing(frames):  # the detection thread stops before the source closes
+            for frame, boxes in frames:
+                result = recognizer(frame.image, frame, boxes)
                 now = time.perf_counter()
                 dt = now - last
                 last = now

@@ -122,9 +122,13 @@ class Predictor:
         """Probabilities ``(N, C)`` (rows sum to 1) for uint8 ``(N, 48, 48)`` crops, in one batch."""
         if len(crops) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        x = to_model_input(torch.from_numpy(np.ascontiguousarray(crops))).to(self.device)
+        faces = torch.from_numpy(np.ascontiguousarray(crops))
+        proba = getattr(self.net, "proba", None)  # the optimised network's uint8 -> probabilities graph
         with torch.inference_mode():
-            probs = torch.softmax(self.net(x).float(), dim=1)
+            if proba is not None:
+                probs = proba(faces).float()
+            else:
+                probs = torch.softmax(self.net(to_model_input(faces).to(self.device)).float(), dim=1)
         return probs.cpu().numpy()
 
     def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:

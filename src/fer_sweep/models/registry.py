@@ -61,10 +61,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not meta or "net" not in meta:
         raise CheckpointError(f"{path}: not a fer_sweep checkpoint (no 'fer_sweep' network description); expected a file written by fer_sweep training")
     net = build_net(meta["net"]["name"], **meta["net"].get("kwargs", {}))
-    state = ckpt["state_dict"]
+    state = _dequantize(path, ckpt["state_dict"], ckpt.get("int8_scales") or {})
     state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} or state
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not fit network {meta['net']['name']} ({str(exc).splitlines()[0][:200]})") from None
     return net.eval(), list(meta.get("class_names", [])), meta
+
+
+def _dequantize(path: Path, state: dict, scales: dict) -> dict:
+    """Float32 weights from the int8 ones of ``python -m fer_sweep.models.export --int8``
+    (``w = q * scale`` per output channel)."""
+    if not scales:
+        return state
+    out = dict(state)
+    for key, scale in scales.items():
+        q = state.get(key)
+        if q is None or q.dtype != torch.int8 or scale.dim() != 1 or scale.numel() != q.shape[0]:
+            raise CheckpointError(f"{path}: int8 scale for {key!r} does not match its weight; expected one float scale per output channel")
+        out[key] = q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
+    return out
