@@ -68,7 +68,7 @@ log "training stopped; grid jobs completed: $(grep -l '"completed"' $WORK/grid/*
 # Summaries (also for a grid cut by the deadline), slim weights, then pack for $OUT.
 $PY -c "from fer_sweep.sweep.summary import write_summary; write_summary('$WORK/grid')" 2>&1 | tail -2
 for run in $WORK/deep_emotion_plus $WORK/vgg $WORK/grid/*cosine*; do
-  [ -f "$run/checkpoints/best.ckpt" ] && $PY -m fer_sweep.models.export "$run/checkpoints/best.ckpt" "$run/best_weights.pt" $( [[ $run == *vgg* ]] && echo --half )
+  [ -f "$run/checkpoints/best.ckpt" ] && $PY -m fer_sweep.models.export "$run/checkpoints/best.ckpt" "$run/best_weights.pt" $( [[ $run == *vgg* ]] && echo --int8 )
 done
 find $WORK -name "*.ckpt" -delete
 cp "$WORK/timing.txt" "$OUT/timing.txt"

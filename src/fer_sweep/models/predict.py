@@ -344,7 +344,7 @@ class InferenceNet(nn.Module):
 
     ``forward`` maps normalised float faces to logits, like the network.  :meth:`proba` maps uint8
     faces straight to probabilities through graphs that also hold :func:`to_model_input` and the
-    softmax (the same functions, traced): for one face that saves about a tenth of the time, which
+    softmax (the same functions, traced): for one face that saves 5-10% of the time, which
     otherwise goes to a dozen small Python-level calls around the graph."""
 
     def __init__(self, eager: nn.Module, small: nn.Module, large: nn.Module, threshold: int, num_classes: int | None,
@@ -448,9 +448,9 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
       :data:`CHANNELS_LAST_FROM` (oneDNN's faster layout there, slower for single faces);
     * each graph also exists with :func:`to_model_input` and the softmax inside
       (:meth:`InferenceNet.proba`, uint8 faces in, probabilities out), saving the Python-level calls
-      around the network (about a tenth of the time for one face);
+      around the network (5-10% of the time for one face);
     * batches larger than :data:`LARGE_BATCH_CHUNK` run in chunks of that size (cache-sized);
-    * batches below that size run on ``small_threads`` threads (1; ``None`` leaves the caller's
+    * batches below :data:`CHANNELS_LAST_FROM` run on ``small_threads`` threads (1; ``None`` leaves the caller's
       count): waking more threads for one face costs more than it saves, and on a busy machine
       far more.  Larger batches use the caller's ``torch.set_num_threads``.
 
