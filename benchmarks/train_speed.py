@@ -51,7 +51,6 @@ ones, and CPU seconds are printed next to the wall-clock ones.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
 import os
@@ -98,16 +97,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # -- process settings --------------------------------------------------------------------------
-def tune_malloc() -> bool:
-    """Keep freed large blocks in the heap (no munmap + page faults per step).  glibc only."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 1 << 30))
-
-
 def use_forward(name: str) -> None:
     """``--forward reference``: every DeepEmotion in this process runs the plain reference forward."""
     if name == "reference":
@@ -139,6 +128,21 @@ class Clock:
 def window(args: argparse.Namespace) -> tuple[int, int]:
     """Steps (first timed, first after the timed ones) of the short-mode window."""
     return args.warmup, args.warmup + args.batches
+
+
+def window_ends(args: argparse.Namespace, clock: Clock, spans: list, step: int) -> bool:
+    """Short mode: mark the timed window's start at its first step; at the step after it, record
+    the span and return True (the caller stops the epoch).  Full mode: always False."""
+    if args.full:
+        return False
+    first, stop = window(args)
+    if step == first:
+        clock.mark("t0")
+    if step == stop:
+        clock.mark("t1")
+        spans.append(clock.span("t0", "t1"))
+        return True
+    return False
 
 
 def epoch_result(args: argparse.Namespace, spans: list[tuple[float, float]]) -> dict:
@@ -190,16 +194,11 @@ def run_naive(args: argparse.Namespace) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     net.train()
     clock, spans = Clock(), []
-    first, stop = window(args)
     train_loss, train_correct = 0.0, 0
     for epoch in range(args.epochs if args.full else 1):
         clock.mark("epoch_start")
         for step, (x, y) in enumerate(loader):
-            if not args.full and step == first:
-                clock.mark("t0")
-            if not args.full and step == stop:
-                clock.mark("t1")
-                spans.append(clock.span("t0", "t1"))
+            if window_ends(args, clock, spans, step):
                 break
             outputs = net.reference_forward(x)
             loss = F.cross_entropy(outputs, y)
@@ -225,7 +224,9 @@ def run_bare(args: argparse.Namespace) -> dict:
     from fer_sweep.data.preprocess import to_model_input
     from fer_sweep.models.deep_emotion import DeepEmotion
 
-    tuned = tune_malloc() if args.malloc == "tuned" else False
+    from fer_sweep.cpu import tune_allocator
+
+    tuned = tune_allocator() if args.malloc == "tuned" else False
     set_threads(args.threads)
     use_forward(args.forward)
     raw = load_fer2013(args.root, args.cache)
@@ -236,18 +237,13 @@ def run_bare(args: argparse.Namespace) -> dict:
     net = DeepEmotion().to(memory_format=torch.channels_last).train()
     opt = torch.optim.Adam(net.parameters(), lr=LR)
     clock, spans = Clock(), []
-    first, stop = window(args)
     n = len(labels)
     for epoch in range(args.epochs if args.full else 1):
         clock.mark("epoch_start")
         order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch))
         loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
         for step in range(math.ceil(n / BATCH)):
-            if not args.full and step == first:
-                clock.mark("t0")
-            if not args.full and step == stop:
-                clock.mark("t1")
-                spans.append(clock.span("t0", "t1"))
+            if window_ends(args, clock, spans, step):
                 break
             idx = order[step * BATCH : (step + 1) * BATCH]
             x = to_model_input(images.index_select(0, idx)).contiguous(memory_format=torch.channels_last)

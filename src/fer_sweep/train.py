@@ -106,11 +106,12 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
     if resume:
         log.info("resuming from %s", resume)
-        results["resumed_from_epoch"] = int(torch.load(resume, map_location="cpu", weights_only=True).get("epoch", -1)) + 1
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         results["status"] = "completed"
     finally:
+        if getattr(model, "resumed_from_epoch", None) is not None:
+            results["resumed_from_epoch"] = model.resumed_from_epoch
         history = list(model.history)
         epoch, best_acc = best_epoch(history)
         results.update(epochs_run=len(history), best_epoch=epoch, best_val_acc=best_acc, final_val_acc=history[-1]["val_acc"] if history else None, class_names=list(datamodule.class_names))

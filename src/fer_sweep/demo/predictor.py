@@ -1,7 +1,8 @@
 """A trained network that classifies all faces of a frame in one batch.
 
 Faces go through exactly the training preprocessing (:func:`~fer_sweep.data.preprocess.face_crop_to_48`
-then :func:`~fer_sweep.data.preprocess.to_model_input`), so the network sees what it was trained on.
+then :func:`~fer_sweep.data.preprocess.to_model_input`, inside
+:func:`~fer_sweep.models.predict.predict_proba`), so the network sees what it was trained on.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import torch
 import torch.nn as nn
 
 from fer_sweep.data.classes import class_names as default_class_names
-from fer_sweep.data.preprocess import SIZE, face_crop_to_48, to_model_input
+from fer_sweep.data.preprocess import SIZE, face_crop_to_48
 from fer_sweep.demo.detectors import Box
 from fer_sweep.demo.errors import DemoError, one_line
+from fer_sweep.models.predict import predict_proba
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 
 DEFAULT_MARGIN = 0.05
@@ -122,14 +124,7 @@ class Predictor:
         """Probabilities ``(N, C)`` (rows sum to 1) for uint8 ``(N, 48, 48)`` crops, in one batch."""
         if len(crops) == 0:
             return np.zeros((0, len(self.class_names)), np.float32)
-        faces = torch.from_numpy(np.ascontiguousarray(crops))
-        proba = getattr(self.net, "proba", None)  # the optimised network's uint8 -> probabilities graph
-        with torch.inference_mode():
-            if proba is not None:
-                probs = proba(faces).float()
-            else:
-                probs = torch.softmax(self.net(to_model_input(faces).to(self.device)).float(), dim=1)
-        return probs.cpu().numpy()
+        return predict_proba(self.net, crops, batch_size=max(1, len(crops)))
 
     def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
         """Probabilities ``(N, C)`` for the faces ``boxes`` of ``image`` (BGR or grayscale), one batch."""

@@ -178,3 +178,4 @@ class FERClassifier(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("fer_sweep", {}).get("history", []))
+        self.resumed_from_epoch = int(checkpoint.get("epoch", -1)) + 1  # read by train.run for results.json

@@ -357,6 +357,9 @@ class InferenceNet(nn.Module):
         self.small_threads, self.chunk = small_threads, int(chunk)
 
     def _run(self, x: torch.Tensor, small: nn.Module | None, large: nn.Module | None) -> torch.Tensor:
+        if not torch.is_inference_mode_enabled():
+            with torch.inference_mode():
+                return self._run(x, small, large)
         n = x.shape[0]
         if n >= self.threshold:
             if self.chunk and n > self.chunk:  # oneDNN's activations for ~128 faces stay in cache; 512 at once run ~40% slower
@@ -376,10 +379,7 @@ class InferenceNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != (1, SIZE, SIZE) or x.requires_grad:
             return self.eager(x)
-        if torch.is_inference_mode_enabled():
-            return self._run(x, self.small, self.large)
-        with torch.inference_mode():
-            return self._run(x, self.small, self.large)
+        return self._run(x, self.small, self.large)
 
     def proba(self, faces: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, C)`` for uint8 faces ``(N, 48, 48)`` (or ``(N, 1, 48, 48)``):
@@ -389,10 +389,7 @@ class InferenceNet(nn.Module):
         if faces.dtype != torch.uint8 or faces.dim() != 3 or tuple(faces.shape[1:]) != (SIZE, SIZE) or self.small_proba is None:
             x = to_model_input(as_face_batch(faces))
             return torch.softmax(self.forward(x).float(), dim=1)
-        if torch.is_inference_mode_enabled():
-            return self._run(faces, self.small_proba, self.large_proba)
-        with torch.inference_mode():
-            return self._run(faces, self.small_proba, self.large_proba)
+        return self._run(faces, self.small_proba, self.large_proba)
 
 
 class _Proba(nn.Module):
