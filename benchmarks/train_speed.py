@@ -17,7 +17,8 @@ Deep-Emotion, batch 128, Adam lr 1e-3, the 28,709 faces of the official train sp
     a2/c is printed too;
 (b) bare loop: the best plain loop - FER2013 in memory as a uint8 tensor, one ``randperm`` per
     epoch, batches gathered with ``index_select`` and normalised per batch, the same network as
-    fer_sweep uses (``DeepEmotion.forward``, channels-last), loss and accuracy summed on the device;
+    fer_sweep uses (``DeepEmotion.forward``, channels-last), the same optimizer (fused Adam), loss
+    and accuracy summed on the device;
 (c) fer_sweep: ``conf/`` composed with Hydra's compose API (defaults: csv logger, default callbacks,
     output into a temp dir) and run through ``fer_sweep.train.run`` - the function
     ``python -m fer_sweep`` calls - with an extra callback that timestamps batches and epochs.
@@ -235,7 +236,7 @@ def run_bare(args: argparse.Namespace) -> dict:
     labels = torch.from_numpy(raw.labels[keep]).contiguous()
     torch.manual_seed(0)
     net = DeepEmotion().to(memory_format=torch.channels_last).train()
-    opt = torch.optim.Adam(net.parameters(), lr=LR)
+    opt = torch.optim.Adam(net.parameters(), lr=LR, fused=True)  # as conf/optimizer/adam.yaml
     clock, spans = Clock(), []
     n = len(labels)
     for epoch in range(args.epochs if args.full else 1):

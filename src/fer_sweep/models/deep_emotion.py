@@ -14,8 +14,19 @@ Speed on the CPU (same parameters, same state dict, same results within float32 
   (:class:`_SingleChannelConvReLU`; forward and weight gradient stay oneDNN's);
 * the affine grid is one small matrix product with a cached basis instead of a batched
   ``bmm`` over a freshly built base grid (:func:`affine_grid`);
+* conv2 (the largest convolution, 10 -> 10 channels at 46x46) takes its input gradient from
+  ``conv_transpose2d``, which oneDNN runs ~20% faster than the same product inside
+  ``convolution_backward`` (bit-identical results; :class:`_Conv2dTransposedInputGrad`);
+* dropout draws its mask as ``rand >= p`` (:func:`_dropout`): CPU ``bernoulli_`` takes ~1.2 ms
+  for the 103,680 values of a batch, ``rand`` ~0.3 ms; the mask has the same distribution and
+  scale, so only the draws differ from ``nn.Dropout``'s;
 * ReLUs that follow a max-pool or a convolution run in place (ReLU after max-pool is the same
-  as before it; the order was already pool-then-ReLU).
+  as before it; the order was already pool-then-ReLU);
+* BatchNorm and max-pool 4 run on an NCHW copy of conv4's output: ATen's channels-last
+  BatchNorm kernels take ~4-6 ms of a ~55 ms step (forward and backward, 2 threads) for a
+  ``(128, 10, 18, 18)`` tensor that NCHW handles in ~0.7 ms; the pooled ``(128, 10, 9, 9)``
+  result goes back to the input's layout, so the dropout mask is drawn in the same memory order
+  as in the plain network (-10% per epoch; ``benchmarks/train_speed.py``).
 
 Elsewhere (CUDA, float64, autocast) the network runs the plain ``torch.nn.functional`` ops.
 """
@@ -93,6 +104,37 @@ class _SingleChannelConvReLU(torch.autograd.Function):
         return grad_u, grad_w, grad_b
 
 
+class _Conv2dTransposedInputGrad(torch.autograd.Function):
+    """``conv2d(u, weight, bias)`` (stride 1, no padding) whose input gradient is
+    ``conv_transpose2d(g, weight)``: the same sums in the same order as ``convolution_backward``'s,
+    in oneDNN's faster forward-style kernel.  The weight and bias gradients stay oneDNN's."""
+
+    @staticmethod
+    def forward(ctx, u: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u, weight)
+        return F.conv2d(u, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):  # type: ignore[override]
+        u, weight = ctx.saved_tensors
+        grad_u = F.conv_transpose2d(grad_y, weight) if ctx.needs_input_grad[0] else None
+        grad_w = grad_b = None
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(grad_y, u, weight, [weight.shape[0]], [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [False, ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_u, grad_w, grad_b
+
+
+def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Training-mode dropout as ATen computes it (``x * mask / (1 - p)``), with the keep-mask drawn
+    as ``rand >= p`` (probability ``1 - p``) instead of by the CPU's slow ``bernoulli_``."""
+    if p <= 0.0:
+        return x
+    if p >= 1.0:
+        return x * 0.0
+    noise = (torch.rand_like(x) >= p).to(x.dtype).div_(1.0 - p)
+    return x * noise
+
+
 def _autocast_on(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -153,19 +195,33 @@ class DeepEmotion(nn.Module):
             return _SingleChannelConvReLU.apply(x, self.conv1.weight, self.conv1.bias)
         return F.relu(self.conv1(x), inplace=True)
 
+    def _conv2(self, x: torch.Tensor) -> torch.Tensor:
+        if _fast_cpu(x) and torch.is_grad_enabled():
+            return _Conv2dTransposedInputGrad.apply(x, self.conv2.weight, self.conv2.bias)
+        return self.conv2(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fast = _fast_cpu(x)
         out = self._conv1_relu(self.stn(x))
-        out = F.relu(self.pool2(self.conv2(out)), inplace=True)
+        out = F.relu(self.pool2(self._conv2(out)), inplace=True)
         out = F.relu(self.conv3(out), inplace=True)
-        out = F.relu(self.pool4(self.norm(self.conv4(out))), inplace=True)
-        out = self.dropout(out).flatten(1)
+        out = self.conv4(out)
+        if fast and not out.is_contiguous():
+            # BatchNorm and pool in NCHW (see the module docstring), then back to the input's
+            # layout: dropout draws its mask in memory order, so the layout decides the draws
+            out = F.relu(self.pool4(self.norm(out.contiguous())), inplace=True).contiguous(memory_format=torch.channels_last)
+        else:
+            out = F.relu(self.pool4(self.norm(out)), inplace=True)
+        out = _dropout(out, self.dropout.p) if fast and self.dropout.training else self.dropout(out)
+        out = out.flatten(1)
         return self.fc2(F.relu(self.fc1(out), inplace=True))
 
     def reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reference code's forward, plain ``torch.nn.functional`` ops on every device.
 
-        :meth:`forward` computes the same (outputs and gradients within float32 rounding; the
-        same dropout draws); this one is kept for the equivalence test and the naive baseline of
+        :meth:`forward` computes the same (outputs and gradients within float32 rounding; in
+        training mode with the same dropout mask if this forward's ``nn.Dropout`` is given
+        :func:`_dropout`'s draws); this one is kept for the equivalence test and the naive baseline of
         ``benchmarks/train_speed.py``."""
         grid = F.affine_grid(self.transform(x), list(x.shape), align_corners=False)
         out = F.grid_sample(x, grid, align_corners=False)
