@@ -26,7 +26,10 @@ Speed on the CPU (same parameters, same state dict, same results within float32 
   BatchNorm kernels take ~4-6 ms of a ~55 ms step (forward and backward, 2 threads) for a
   ``(128, 10, 18, 18)`` tensor that NCHW handles in ~0.7 ms; the pooled ``(128, 10, 9, 9)``
   result goes back to the input's layout, so the dropout mask is drawn in the same memory order
-  as in the plain network (-10% per epoch; ``benchmarks/train_speed.py``).
+  as in the plain network.
+
+These last three and fused Adam (``conf/optimizer/adam.yaml``) together took a bare training step
+from 55-59 ms to 51-55 ms (alternating runs, 2 threads; ``benchmarks/train_speed.py``).
 
 Elsewhere (CUDA, float64, autocast) the network runs the plain ``torch.nn.functional`` ops.
 """
