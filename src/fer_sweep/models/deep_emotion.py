@@ -28,8 +28,8 @@ Speed on the CPU (same parameters, same state dict, same results within float32 
   result goes back to the input's layout, so the dropout mask is drawn in the same memory order
   as in the plain network.
 
-These last three and fused Adam (``conf/optimizer/adam.yaml``) together took a bare training step
-from 55-59 ms to 51-55 ms (alternating runs, 2 threads; ``benchmarks/train_speed.py``).
+The conv2, dropout and BatchNorm paths and fused Adam (``conf/optimizer/adam.yaml``) together took a
+bare training step from 55-59 ms to 51-55 ms (alternating runs, 2 threads; ``benchmarks/train_speed.py``).
 
 Elsewhere (CUDA, float64, autocast) the network runs the plain ``torch.nn.functional`` ops.
 """
