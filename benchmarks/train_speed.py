@@ -220,12 +220,11 @@ def run_bare(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
 
+    from fer_sweep.cpu import tune_allocator
     from fer_sweep.data.cache import load_fer2013
     from fer_sweep.data.classes import TRAINING
     from fer_sweep.data.preprocess import to_model_input
     from fer_sweep.models.deep_emotion import DeepEmotion
-
-    from fer_sweep.cpu import tune_allocator
 
     tuned = tune_allocator() if args.malloc == "tuned" else False
     set_threads(args.threads)

@@ -198,15 +198,14 @@ class DeepEmotion(nn.Module):
             return _SingleChannelConvReLU.apply(x, self.conv1.weight, self.conv1.bias)
         return F.relu(self.conv1(x), inplace=True)
 
-    def _conv2(self, x: torch.Tensor) -> torch.Tensor:
-        if _fast_cpu(x) and torch.is_grad_enabled():
-            return _Conv2dTransposedInputGrad.apply(x, self.conv2.weight, self.conv2.bias)
-        return self.conv2(x)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = _fast_cpu(x)
         out = self._conv1_relu(self.stn(x))
-        out = F.relu(self.pool2(self._conv2(out)), inplace=True)
+        if fast and torch.is_grad_enabled():
+            out = _Conv2dTransposedInputGrad.apply(out, self.conv2.weight, self.conv2.bias)
+        else:
+            out = self.conv2(out)
+        out = F.relu(self.pool2(out), inplace=True)
         out = F.relu(self.conv3(out), inplace=True)
         out = self.conv4(out)
         if fast and not out.is_contiguous():
