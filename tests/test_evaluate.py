@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -20,6 +22,7 @@ import pytest
 import torch
 
 from fer_sweep import evaluate as ev
+from fer_sweep.io import file_sha256
 from fer_sweep.data.classes import CLASS_NAMES
 from fer_sweep.data.preprocess import to_model_input
 from fer_sweep.models.predict import (
@@ -286,6 +289,120 @@ def test_single_faces_run_on_one_thread_and_restore_the_count():
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("name", ["deep_emotion", "vgg"])
+def test_large_batches_run_as_single_threaded_slices_side_by_side(name):
+    """With two torch threads a large batch is cut into slices that worker threads run with one
+    intra-op thread each; the outputs are those of the one-call path (float rounding at most), and
+    the caller keeps its thread count."""
+    fast = optimise_for_inference(tiny_net(name))
+    assert isinstance(fast, InferenceNet) and fast.parallel and fast.plan["parallel_slices"]
+    seen = []
+    inner = fast.large
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append((len(x), torch.get_num_threads(), threading.current_thread().name))
+            return inner(x)
+
+    before = torch.get_num_threads()
+    x = to_model_input(torch.from_numpy(faces(2 * fast.threshold + 7, seed=5)))
+    try:
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            fast.parallel = False
+            serial = fast(x)
+            fast.large, fast.parallel = Spy(), True
+            sliced = fast(x)
+            seen_small = len(seen)
+            fast(x[: 2 * fast.threshold - 1])  # too few faces for two slices: one call, on this thread
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    torch.testing.assert_close(sliced, serial, rtol=1e-6, atol=1e-6)
+    assert sorted(n for n, _, _ in seen[:seen_small]) == sorted(len(p) for p in x.tensor_split(2))
+    assert all(threads == 1 and thread.startswith("fer_sweep-cpu2-") for _, threads, thread in seen[:seen_small])
+    assert len({thread for _, _, thread in seen[:seen_small]}) == 2
+    assert seen[seen_small:] == [(2 * fast.threshold - 1, 2, threading.current_thread().name)]
+
+
+def test_parallel_slices_give_every_worker_an_equal_share_within_the_chunk():
+    from fer_sweep.models.predict import parallel_slices
+
+    assert parallel_slices(256, 2, 128) == 2 and parallel_slices(300, 2, 128) == 4 and parallel_slices(64, 4, 0) == 4
+    for n in range(32, 2000, 7):
+        for workers in (2, 3, 4, 16):
+            pieces = parallel_slices(n, workers, 128)
+            sizes = [len(p) for p in torch.arange(n).tensor_split(pieces)]
+            assert pieces % workers == 0 and sum(sizes) == n and max(sizes) <= max(128, -(-n // workers))
+            if n > workers * 128:
+                assert max(sizes) <= 128
+
+
+def test_single_thread_workers_keep_order_and_raise_errors():
+    from fer_sweep.cpu import single_thread_workers
+
+    pool = single_thread_workers(2)
+    assert pool is single_thread_workers(2)
+    assert pool.starmap(lambda a, b: (a * b, torch.get_num_threads()), [(i, 10) for i in range(5)]) == [(i * 10, 1) for i in range(5)]
+    assert pool.starmap(lambda: torch.is_inference_mode_enabled(), [()] * 2, inference=True) == [True, True]
+    # a task that uses the pool itself runs its inner items inline instead of deadlocking
+    assert pool.starmap(lambda i: pool.starmap(abs, [(-i,), (-2 * i,)]), [(1,), (2,)]) == [[1, 2], [2, 4]]
+
+    def fail(i):
+        if i == 3:
+            raise ValueError("slice 3 failed")
+        return i
+    with pytest.raises(ValueError, match="slice 3 failed"):
+        pool.starmap(fail, [(i,) for i in range(4)])
+    assert pool.starmap(fail, [(0,), (1,)]) == [0, 1]  # the workers survive an error
+
+
+def test_creating_workers_leaves_every_other_threads_count_alone():
+    """Workers set their own count to 1; neither the caller nor a thread started later sees that."""
+    from fer_sweep.cpu import SingleThreadWorkers
+
+    def count_in_new_thread():
+        box = []
+        t = threading.Thread(target=lambda: box.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        return box[0]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        default = count_in_new_thread()
+        pool = SingleThreadWorkers(3)
+        assert pool.starmap(torch.get_num_threads, [()] * 3) == [1, 1, 1]
+        assert torch.get_num_threads() == 2 and count_in_new_thread() == default
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_builds_its_own_workers():
+    """The parent's worker threads do not exist in a forked child: the child must not wait on them."""
+    from fer_sweep.cpu import single_thread_workers
+
+    single_thread_workers(2).starmap(abs, [(-1,), (-2,)])
+    pid = os.fork()
+    if pid == 0:  # child: exit 0 only if a fresh pool answers
+        try:
+            os._exit(0 if single_thread_workers(2).starmap(abs, [(-3,), (-4,)]) == [3, 4] else 1)
+        except BaseException:
+            os._exit(2)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung on its parent's worker threads")
+
+
 @pytest.mark.parametrize("name", list(SHIPPED))
 def test_optimised_shipped_model_equals_eager(name):
     from fer_sweep.models.registry import load_checkpoint
@@ -392,7 +509,7 @@ def test_manifest_covers_every_shipped_file_and_the_card_is_current():
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "vgg" else n for n in SHIPPED])
 def test_shipped_weights_match_manifest_and_reproduce_privatetest_accuracy(name, fer_root):
     entry = _manifest()["models"][name]
-    assert ev.file_sha256(SHIPPED[name]) == entry["sha256"], f"{name}.pt differs from the manifest: run `python -m fer_sweep.weights.card`"
+    assert file_sha256(SHIPPED[name]) == entry["sha256"], f"{name}.pt differs from the manifest: run `python -m fer_sweep.weights.card`"
     model = ev.load_model(name)
     data = ev.load_split(fer_root, "PrivateTest")
     assert len(data["labels"]) == 3589
@@ -413,7 +530,7 @@ def test_cli_writes_json_and_png(tmp_path, monkeypatch, capsys):
     out = tmp_path / "evaluations" / "tiny-PrivateTest-flip"
     rep = json.loads((out / "metrics.json").read_text())
     assert rep["data"]["split"] == "PrivateTest" and rep["data"]["n"] == 21 and rep["data"]["layout"] == "csv"
-    assert rep["tta"] == "flip" and rep["checkpoint"]["sha256"] == ev.file_sha256(ckpt)
+    assert rep["tta"] == "flip" and rep["checkpoint"]["sha256"] == file_sha256(ckpt)
     assert set(rep["per_class"]) == set(CLASS_NAMES)
     assert all(set(v) == {"precision", "recall", "f1", "support"} for v in rep["per_class"].values())
     assert np.array(rep["confusion_matrix"]).shape == (7, 7) and np.sum(rep["confusion_matrix"]) == 21

@@ -21,7 +21,6 @@ or foreign checkpoint, unknown split/tta/key, no data) prints one line on stderr
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from fer_sweep.io import file_sha256
 
 PROG = "fer_sweep.evaluate"
 SPLITS: tuple[str, ...] = ("PrivateTest", "PublicTest", "Training", "Test")
@@ -125,14 +126,6 @@ def load_split(root: str | os.PathLike | None, split: str | None = None, cache_d
         labels = fold_to_six(torch.from_numpy(labels)).numpy()
     return {"images": np.ascontiguousarray(raw.images[idx]), "labels": labels, "split": split, "note": note,
             "root": str(path), "layout": layout}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_model(spec: str | os.PathLike, device: str = "cpu", optimise: bool = True) -> dict[str, Any]:

@@ -22,9 +22,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep.cpu import tune_allocator
+from fer_sweep.io import file_sha256
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
+from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
+from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,30 @@ def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | No
         model.load_state_dict(torch.load(ckpt, map_location=model.device, weights_only=True)["state_dict"])
     trainer.test(model, datamodule=datamodule, verbose=False)
     return dict(model.test_report)
+
+
+def init_weights(cfg: DictConfig, model: Any) -> dict[str, str] | None:
+    """Start from the network weights of ``init_weights`` (a checkpoint file or a shipped model
+    name), to fine-tune a trained model with a new schedule; optimizer and scheduler start fresh.
+    The network must have the same parameter names and shapes (same network, width and number
+    of classes; dropout may differ).  Returns the file and its sha256 for ``results.json``."""
+    spec = cfg.get("init_weights")
+    if not spec:
+        return None
+    try:
+        path, _ = resolve_model(spec)
+        with torch.random.fork_rng(devices=[]):  # building the network draws from the seeded RNG
+            net, _, _ = load_checkpoint(path)
+    except FileNotFoundError as exc:  # "ckpt=<spec>: no such checkpoint file, and not a shipped model name (...)"
+        raise ConfigError(f"init_weights={spec}: {str(exc).removeprefix(f'ckpt={spec}: ')}") from None
+    except CheckpointError as exc:  # "<file>: not a fer_sweep checkpoint ..."
+        raise ConfigError(f"init_weights={spec}: {exc}") from None
+    try:
+        model.net.load_state_dict(net.state_dict())
+    except RuntimeError as exc:
+        raise ConfigError(f"init_weights={spec}: its network does not fit model.net ({str(exc).splitlines()[0][:160]}); "
+                          "expected a checkpoint of the same network, width and number of classes") from None
+    return {"path": str(path), "sha256": file_sha256(path)}
 
 
 def seed_run(cfg: DictConfig) -> None:
@@ -99,13 +126,16 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         torch.set_num_threads(int(cfg.threads))
     datamodule = hydra.utils.instantiate(cfg.data)
     model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if resume:  # the resumed state replaces any starting weights: init_weights counts for a fresh start only
+        log.info("resuming from %s", resume)
+    elif cfg.get("init_weights"):
+        results["init_weights"] = init_weights(cfg, model)
+        log.info("starting from the weights of %s", results["init_weights"]["path"])
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
-    if resume:
-        log.info("resuming from %s", resume)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         results["status"] = "completed"

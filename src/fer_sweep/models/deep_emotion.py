@@ -22,11 +22,12 @@ Speed on the CPU (same parameters, same state dict, same results within float32 
   scale, so only the draws differ from ``nn.Dropout``'s;
 * ReLUs that follow a max-pool or a convolution run in place (ReLU after max-pool is the same
   as before it; the order was already pool-then-ReLU);
-* BatchNorm and max-pool 4 run on an NCHW copy of conv4's output: ATen's channels-last
-  BatchNorm kernels take ~4-6 ms of a ~55 ms step (forward and backward, 2 threads) for a
-  ``(128, 10, 18, 18)`` tensor that NCHW handles in ~0.7 ms; the pooled ``(128, 10, 9, 9)``
-  result goes back to the input's layout, so the dropout mask is drawn in the same memory order
-  as in the plain network.
+* BatchNorm runs on an NCHW copy of conv4's output: ATen's channels-last BatchNorm kernels
+  take ~4-6 ms of a ~55 ms step (forward and backward, 2 threads) for a ``(128, 10, 18, 18)``
+  tensor that NCHW handles in ~0.7 ms; its result goes back to the input's layout before max-pool 4
+  (ATen's NCHW max-pool takes 1.1 ms there, channels-last 0.2 ms; the round trip as a whole
+  saves ~0.4 ms a step), so the dropout mask is also drawn in the same memory order as in the
+  plain network.
 
 The conv2, dropout and BatchNorm paths and fused Adam (``conf/optimizer/adam.yaml``) together took a
 bare training step from 55-59 ms to 51-55 ms (alternating runs, 2 threads; ``benchmarks/train_speed.py``).
@@ -209,9 +210,11 @@ class DeepEmotion(nn.Module):
         out = F.relu(self.conv3(out), inplace=True)
         out = self.conv4(out)
         if fast and not out.is_contiguous():
-            # BatchNorm and pool in NCHW (see the module docstring), then back to the input's
-            # layout: dropout draws its mask in memory order, so the layout decides the draws
-            out = F.relu(self.pool4(self.norm(out.contiguous())), inplace=True).contiguous(memory_format=torch.channels_last)
+            # BatchNorm in NCHW (see the module docstring), then back to the input's layout for
+            # the pool (ATen's NCHW max-pool is ~5x slower here) and for dropout, which draws its
+            # mask in memory order, so the layout decides the draws
+            out = self.norm(out.contiguous()).contiguous(memory_format=torch.channels_last)
+            out = F.relu(self.pool4(out), inplace=True)
         else:
             out = F.relu(self.pool4(self.norm(out)), inplace=True)
         out = _dropout(out, self.dropout.p) if fast and self.dropout.training else self.dropout(out)

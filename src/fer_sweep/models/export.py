@@ -16,13 +16,12 @@ weights is what the model card measures, not that of the checkpoint they came fr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import torch
 
-from fer_sweep.io import atomic_write
+from fer_sweep.io import atomic_write, file_sha256
 from fer_sweep.models.registry import CheckpointError, load_checkpoint, net_spec
 
 
@@ -53,7 +52,7 @@ def export_weights(ckpt: str | Path, out: str | Path, half: bool = False, extra:
     if scales:
         blob["int8_scales"] = scales
     atomic_write(out, lambda p: torch.save(blob, p))
-    return hashlib.sha256(Path(out).read_bytes()).hexdigest()
+    return file_sha256(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -227,7 +227,7 @@ def build_manifest(directory: Path, data_root: str | None, runs: dict[str, Path]
 def _reusable(prev: dict | None, path: Path) -> bool:
     if not prev or prev.get("evaluation", {}).get("protocol") != EVAL_PROTOCOL:
         return False
-    from fer_sweep.evaluate import file_sha256
+    from fer_sweep.io import file_sha256
 
     return prev.get("sha256") == file_sha256(path)
 
