@@ -175,3 +175,25 @@ def test_init_weights_that_do_not_fit_fail_the_job_in_one_line(fer_root, tmp_pat
     results = run(compose_cfg([f"init_weights={spec}", "trainer.max_epochs=1", "logger=none", f"paths.output_dir={tmp_path / 'run'}", *TINY]))
     assert results["status"] == "failed"
     assert results["error"].startswith(f"init_weights={spec}: ") and fragment in results["error"] and "\n" not in results["error"]
+
+
+@pytest.mark.slow
+def test_init_weights_accepts_a_lightning_checkpoint_of_an_earlier_run(fer_root, tmp_path):
+    """A run's own ``last.ckpt`` works as ``init_weights``: at a learning rate of 1e-9 the second run
+    ends with the first run's weights (Adam moves each weight by about lr per step)."""
+    import torch
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(compose_cfg(["trainer.max_epochs=1", "test_after_fit=false", "logger=none", f"paths.output_dir={first}", *TINY]))["status"] == "completed"
+    ckpt = first / "checkpoints" / "last.ckpt"
+    results = run(compose_cfg([f"init_weights={ckpt}", "optimizer.lr=1e-9", "seed=1", "trainer.max_epochs=1", "test_after_fit=false",
+                               "logger=none", f"paths.output_dir={second}", *TINY]))
+    assert results["status"] == "completed" and results["init_weights"]["path"] == str(ckpt)
+    a = torch.load(ckpt, weights_only=True)["state_dict"]
+    b = torch.load(second / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    weights = [k for k in a if k.startswith("net.") and k.endswith("weight")]
+    assert weights and all(torch.allclose(a[k], b[k], atol=1e-6) for k in weights)
+    fresh = run(compose_cfg(["seed=1", "trainer.max_epochs=1", "optimizer.lr=1e-9", "test_after_fit=false", "logger=none",
+                             f"paths.output_dir={tmp_path / 'fresh'}", *TINY]))
+    c = torch.load(tmp_path / "fresh" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert fresh["status"] == "completed" and not all(torch.allclose(a[k], c[k], atol=1e-6) for k in weights)  # the check can fail
