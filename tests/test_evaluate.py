@@ -241,14 +241,15 @@ def test_fused_probabilities_equal_eager_softmax(name):
         fast.proba(torch.zeros(1, 48, 48))
 
 
-def _counting(module, calls):
+def _counting(module, calls, record=len):
+    """``module`` wrapped so that every call first appends ``record(x)`` to ``calls``."""
     class Counting(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.inner = module
 
         def forward(self, x):
-            calls.append(len(x))
+            calls.append(record(x))
             return self.inner(x)
     return Counting()
 
@@ -269,17 +270,7 @@ def test_strided_maxpool_equals_maxpool():
 def test_single_faces_run_on_one_thread_and_restore_the_count():
     fast = optimise_for_inference(tiny_net())
     seen = []
-
-    class Spy(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, x):
-            seen.append(torch.get_num_threads())
-            return self.inner(x)
-
-    fast.small = Spy(fast.small)
+    fast.small = _counting(fast.small, seen, lambda x: torch.get_num_threads())
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
@@ -297,13 +288,7 @@ def test_large_batches_run_as_single_threaded_slices_side_by_side(name):
     fast = optimise_for_inference(tiny_net(name))
     assert isinstance(fast, InferenceNet) and fast.parallel and fast.plan["parallel_slices"]
     seen = []
-    inner = fast.large
-
-    class Spy(torch.nn.Module):
-        def forward(self, x):
-            seen.append((len(x), torch.get_num_threads(), threading.current_thread().name))
-            return inner(x)
-
+    spy = _counting(fast.large, seen, lambda x: (len(x), torch.get_num_threads(), threading.current_thread().name))
     before = torch.get_num_threads()
     x = to_model_input(torch.from_numpy(faces(2 * fast.threshold + 7, seed=5)))
     try:
@@ -311,7 +296,7 @@ def test_large_batches_run_as_single_threaded_slices_side_by_side(name):
         with torch.inference_mode():
             fast.parallel = False
             serial = fast(x)
-            fast.large, fast.parallel = Spy(), True
+            fast.large, fast.parallel = spy, True
             sliced = fast(x)
             seen_small = len(seen)
             fast(x[: 2 * fast.threshold - 1])  # too few faces for two slices: one call, on this thread
@@ -359,22 +344,15 @@ def test_single_thread_workers_keep_order_and_raise_errors():
 
 def test_creating_workers_leaves_every_other_threads_count_alone():
     """Workers set their own count to 1; neither the caller nor a thread started later sees that."""
-    from fer_sweep.cpu import SingleThreadWorkers
-
-    def count_in_new_thread():
-        box = []
-        t = threading.Thread(target=lambda: box.append(torch.get_num_threads()))
-        t.start()
-        t.join()
-        return box[0]
+    from fer_sweep.cpu import SingleThreadWorkers, _in_fresh_thread
 
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        default = count_in_new_thread()
+        default = _in_fresh_thread(torch.get_num_threads)
         pool = SingleThreadWorkers(3)
         assert pool.starmap(torch.get_num_threads, [()] * 3) == [1, 1, 1]
-        assert torch.get_num_threads() == 2 and count_in_new_thread() == default
+        assert torch.get_num_threads() == 2 and _in_fresh_thread(torch.get_num_threads) == default
     finally:
         torch.set_num_threads(before)
 

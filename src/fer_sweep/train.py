@@ -46,14 +46,12 @@ def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | No
     return dict(model.test_report)
 
 
-def init_weights(cfg: DictConfig, model: Any) -> dict[str, str] | None:
+def init_weights(cfg: DictConfig, model: Any) -> dict[str, str]:
     """Start from the network weights of ``init_weights`` (a checkpoint file or a shipped model
     name), to fine-tune a trained model with a new schedule; optimizer and scheduler start fresh.
     The network must have the same parameter names and shapes (same network, width and number
     of classes; dropout may differ).  Returns the file and its sha256 for ``results.json``."""
-    spec = cfg.get("init_weights")
-    if not spec:
-        return None
+    spec = cfg.init_weights
     try:
         path, _ = resolve_model(spec)
         with torch.random.fork_rng(devices=[]):  # building the network draws from the seeded RNG

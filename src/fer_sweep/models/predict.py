@@ -503,6 +503,7 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
     _fast_grid(work)
     _fix_pool_sizes(work, probe[:1])
     threshold = CHANNELS_LAST_FROM.get(name, 1 << 30)
+    has_large = threshold < (1 << 30)  # a channels-last graph for large batches
     try:
         with torch.no_grad(), _quiet_tracer():
             small_eager = copy.deepcopy(work)
@@ -514,18 +515,18 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
                 torch.set_num_threads(threads)
             small, small_proba = _freeze_both(small_eager, probe_u8[:2])
             large, large_proba, large_thnn = small, small_proba, small_thnn
-            if threshold < (1 << 30):
+            if has_large:
                 large_eager = _ChannelsLast(copy.deepcopy(work))
                 large_thnn = _tune_convs(large_eager, probe[:32], reps=5) if tune else []
                 large, large_proba = _freeze_both(large_eager, probe_u8[:threshold])
     except Exception as exc:  # a network TorchScript cannot trace stays eager (BatchNorm still folded)
         log.warning("optimise_for_inference: tracing %s failed (%s); using the eager network", type(net).__name__, str(exc).splitlines()[0])
         return work
-    chunk = LARGE_BATCH_CHUNK if threshold < (1 << 30) else 0
+    chunk = LARGE_BATCH_CHUNK if has_large else 0
     plan = {"network": name, "channels_last_from": threshold, "thnn_convs_small": small_thnn, "thnn_convs_large": large_thnn,
-            "chunk": chunk, "parallel_slices": threshold < (1 << 30)}
+            "chunk": chunk, "parallel_slices": has_large}
     fast = InferenceNet(eager, small, large, threshold, num_classes, plan, small_threads, small_proba, large_proba, chunk,
-                        parallel=plan["parallel_slices"])
+                        parallel=has_large)
     if check:
         with torch.inference_mode():
             for x in (probe[:1], probe):
