@@ -166,15 +166,26 @@ def test_init_weights_fine_tunes_a_shipped_model(fer_root, tmp_path):
     assert results["init_weights"]["sha256"] == entry["sha256"] and results["init_weights"]["path"].endswith("deep_emotion.pt")
 
 
-@pytest.mark.parametrize("spec, fragment", [("vgg", "does not fit model.net"), ("no_such_model", "not a shipped model name"),
-                                            ("NOT_A_CHECKPOINT", "not a loadable PyTorch checkpoint")])
-def test_init_weights_that_do_not_fit_fail_the_job_in_one_line(fer_root, tmp_path, spec, fragment):
+@pytest.mark.parametrize("spec, fragment, before_data", [("vgg", "does not fit model.net", False),
+                                                         ("no_such_model", "not a shipped model name", True),
+                                                         ("NOT_A_CHECKPOINT", "not a loadable PyTorch checkpoint", True)])
+def test_init_weights_that_do_not_fit_fail_the_job_in_one_line(fer_root, tmp_path, monkeypatch, spec, fragment, before_data):
+    """A missing or unloadable file fails before the data are built; a network that does not fit
+    (only known once the model exists) fails before training."""
+    import hydra
+
+    from fer_sweep.models.module import FERClassifier
+
     if spec == "NOT_A_CHECKPOINT":
         spec = str(tmp_path / "notes.txt")
         Path(spec).write_text("not a checkpoint\n")
+    built, instantiate = [], hydra.utils.instantiate
+    monkeypatch.setattr(hydra.utils, "instantiate", lambda cfg, *a, **k: built.append(str(cfg.get("_target_"))) or instantiate(cfg, *a, **k))
+    monkeypatch.setattr(FERClassifier, "training_step", lambda *a, **k: pytest.fail("training started"))
     results = run(compose_cfg([f"init_weights={spec}", "trainer.max_epochs=1", "logger=none", f"paths.output_dir={tmp_path / 'run'}", *TINY]))
     assert results["status"] == "failed"
     assert results["error"].startswith(f"init_weights={spec}: ") and fragment in results["error"] and "\n" not in results["error"]
+    assert any("DataModule" in t for t in built) != before_data, built
 
 
 @pytest.mark.slow

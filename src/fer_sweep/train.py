@@ -46,11 +46,9 @@ def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | No
     return dict(model.test_report)
 
 
-def init_weights(cfg: DictConfig, model: Any) -> dict[str, str]:
-    """Start from the network weights of ``init_weights`` (a checkpoint file or a shipped model
-    name), to fine-tune a trained model with a new schedule; optimizer and scheduler start fresh.
-    The network must have the same parameter names and shapes (same network, width and number
-    of classes; dropout may differ).  Returns the file and its sha256 for ``results.json``."""
+def load_init_weights(cfg: DictConfig) -> tuple[torch.nn.Module, Path]:
+    """The network of ``init_weights`` (a checkpoint file or a shipped model name) and its file,
+    loaded before anything else is built, so a bad value fails the job at once, in one line."""
     spec = cfg.init_weights
     try:
         path, _ = resolve_model(spec)
@@ -60,10 +58,20 @@ def init_weights(cfg: DictConfig, model: Any) -> dict[str, str]:
         raise ConfigError(f"init_weights={spec}: {str(exc).removeprefix(f'ckpt={spec}: ')}") from None
     except CheckpointError as exc:  # "<file>: not a fer_sweep checkpoint ..."
         raise ConfigError(f"init_weights={spec}: {exc}") from None
+    return net, Path(path)
+
+
+def init_weights(cfg: DictConfig, model: Any, start: tuple[torch.nn.Module, Path] | None = None) -> dict[str, str]:
+    """Start from the network weights of ``init_weights`` (``start``: what :func:`load_init_weights`
+    returned; loaded here if not given), to fine-tune a trained model with a new schedule; optimizer
+    and scheduler start fresh.  The network must have the same parameter names and shapes (same
+    network, width and number of classes; dropout may differ).  Returns the file and its sha256
+    for ``results.json``."""
+    net, path = start if start is not None else load_init_weights(cfg)
     try:
         model.net.load_state_dict(net.state_dict())
     except RuntimeError as exc:
-        raise ConfigError(f"init_weights={spec}: its network does not fit model.net ({str(exc).splitlines()[0][:160]}); "
+        raise ConfigError(f"init_weights={cfg.init_weights}: its network does not fit model.net ({str(exc).splitlines()[0][:160]}); "
                           "expected a checkpoint of the same network, width and number of classes") from None
     return {"path": str(path), "sha256": file_sha256(path)}
 
@@ -122,14 +130,16 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg.threads))
-    datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
     last = out_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
-    if resume:  # the resumed state replaces any starting weights: init_weights counts for a fresh start only
+    # the resumed state replaces any starting weights: init_weights counts for a fresh start only
+    start = load_init_weights(cfg) if cfg.get("init_weights") and not resume else None
+    datamodule = hydra.utils.instantiate(cfg.data)
+    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    if resume:
         log.info("resuming from %s", resume)
-    elif cfg.get("init_weights"):
-        results["init_weights"] = init_weights(cfg, model)
+    elif start is not None:
+        results["init_weights"] = init_weights(cfg, model, start)
         log.info("starting from the weights of %s", results["init_weights"]["path"])
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
