@@ -58,16 +58,15 @@ def load_init_weights(cfg: DictConfig) -> tuple[torch.nn.Module, Path]:
         raise ConfigError(f"init_weights={spec}: {str(exc).removeprefix(f'ckpt={spec}: ')}") from None
     except CheckpointError as exc:  # "<file>: not a fer_sweep checkpoint ..."
         raise ConfigError(f"init_weights={spec}: {exc}") from None
-    return net, Path(path)
+    return net, path
 
 
-def init_weights(cfg: DictConfig, model: Any, start: tuple[torch.nn.Module, Path] | None = None) -> dict[str, str]:
+def init_weights(cfg: DictConfig, model: Any, start: tuple[torch.nn.Module, Path]) -> dict[str, str]:
     """Start from the network weights of ``init_weights`` (``start``: what :func:`load_init_weights`
-    returned; loaded here if not given), to fine-tune a trained model with a new schedule; optimizer
-    and scheduler start fresh.  The network must have the same parameter names and shapes (same
-    network, width and number of classes; dropout may differ).  Returns the file and its sha256
-    for ``results.json``."""
-    net, path = start if start is not None else load_init_weights(cfg)
+    returned), to fine-tune a trained model with a new schedule; optimizer and scheduler start
+    fresh.  The network must have the same parameter names and shapes (same network, width and
+    number of classes; dropout may differ).  Returns the file and its sha256 for ``results.json``."""
+    net, path = start
     try:
         model.net.load_state_dict(net.state_dict())
     except RuntimeError as exc:
