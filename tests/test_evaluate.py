@@ -241,6 +241,33 @@ def test_fused_probabilities_equal_eager_softmax(name):
         fast.proba(torch.zeros(1, 48, 48))
 
 
+def test_one_face_shortcut_matches_the_dispatched_path():
+    """A single uint8 face under inference mode on one thread goes straight to the small graph's
+    compiled method (the recognizer's per-face call); outside those conditions (gradients allowed,
+    more threads than the small graph runs on, a float face) ``proba`` takes the general path, and
+    every path gives the same probabilities."""
+    net = tiny_net("deep_emotion")
+    fast = optimise_for_inference(net)
+    u8 = torch.from_numpy(faces(1, seed=3))
+    ref = torch.softmax(net(to_model_input(u8)), 1).detach()
+    taken = []
+    inner = fast._one_face
+    fast._one_face = lambda x: taken.append(1) or inner(x)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast.proba(u8), ref, atol=1e-5, rtol=1e-4)
+        assert taken == [1]
+        torch.testing.assert_close(fast.proba(u8), ref, atol=1e-5, rtol=1e-4)  # no inference mode: general path
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast.proba(u8), ref, atol=1e-5, rtol=1e-4)  # _run drops to 1 thread itself
+        assert taken == [1]
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _counting(module, calls, record=len):
     """``module`` wrapped so that every call first appends ``record(x)`` to ``calls``."""
     class Counting(torch.nn.Module):

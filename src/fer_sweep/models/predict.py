@@ -359,6 +359,9 @@ class InferenceNet(nn.Module):
         self.small_proba, self.large_proba = small_proba, large_proba
         self.threshold, self.num_classes, self.plan = int(threshold), num_classes, plan
         self.small_threads, self.chunk, self.parallel = small_threads, int(chunk), bool(parallel)
+        # the bound TorchScript method for one face, valid when _run would call small_proba directly
+        self._one_face = getattr(small_proba, "forward", None) if self.threshold > 1 else None
+        self._one_face_threads = (1 << 30) if small_threads is None else small_threads
 
     def _run(self, x: torch.Tensor, small: nn.Module | None, large: nn.Module | None) -> torch.Tensor:
         if not torch.is_inference_mode_enabled():
@@ -392,12 +395,20 @@ class InferenceNet(nn.Module):
     def proba(self, faces: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(N, C)`` for uint8 faces ``(N, 48, 48)`` (or ``(N, 1, 48, 48)``):
         ``softmax(net(to_model_input(faces)))``, in one graph call where possible."""
+        # one face, as a live recognizer calls it: straight into the small graph's compiled method
+        # (skipping nn.Module.__call__ and the dispatch below saves ~15 us of ~330 us a face)
+        if faces.shape == _ONE_FACE and faces.dtype == torch.uint8 and self._one_face is not None \
+                and torch.is_inference_mode_enabled() and torch.get_num_threads() <= self._one_face_threads:
+            return self._one_face(faces)
         if faces.dim() == 4 and faces.shape[1] == 1:
             faces = faces[:, 0]
         if faces.dtype != torch.uint8 or faces.dim() != 3 or tuple(faces.shape[1:]) != (SIZE, SIZE) or self.small_proba is None:
             x = to_model_input(as_face_batch(faces))
             return torch.softmax(self.forward(x).float(), dim=1)
         return self._run(faces, self.small_proba, self.large_proba)
+
+
+_ONE_FACE = torch.Size((1, SIZE, SIZE))
 
 
 def parallel_slices(n: int, workers: int, chunk: int) -> int:
