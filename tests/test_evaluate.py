@@ -244,8 +244,8 @@ def test_fused_probabilities_equal_eager_softmax(name):
 def test_one_face_shortcut_matches_the_dispatched_path():
     """A single uint8 face under inference mode on one thread goes straight to the small graph's
     compiled method (the recognizer's per-face call); outside those conditions (gradients allowed,
-    more threads than the small graph runs on, a float face) ``proba`` takes the general path, and
-    every path gives the same probabilities."""
+    more threads than the small graph runs on) ``proba`` takes the general path, and every path
+    gives the same probabilities."""
     net = tiny_net("deep_emotion")
     fast = optimise_for_inference(net)
     u8 = torch.from_numpy(faces(1, seed=3))

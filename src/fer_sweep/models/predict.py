@@ -42,6 +42,7 @@ TTA_MODES: tuple[str, ...] = ("none", "flip", "tencrop")
 TTA_VIEWS: dict[str, int] = {"none": 1, "flip": 2, "tencrop": 10}
 TENCROP_SIZE = 44
 """Side of the ten-crop crops (48 - 4: a 4-pixel shift, about 8% of the face)."""
+_ONE_FACE = torch.Size((1, SIZE, SIZE))
 
 TTA_DESCRIPTIONS: dict[str, str] = {
     "none": "the 48x48 face as is (1 forward pass)",
@@ -361,7 +362,10 @@ class InferenceNet(nn.Module):
         self.small_threads, self.chunk, self.parallel = small_threads, int(chunk), bool(parallel)
         # the bound TorchScript method for one face, valid when _run would call small_proba directly
         self._one_face = getattr(small_proba, "forward", None) if self.threshold > 1 else None
-        self._one_face_threads = (1 << 30) if small_threads is None else small_threads
+
+    def _small_runs_on(self, threads: int) -> bool:
+        """Whether the small graph runs on the caller's ``threads`` as they are (else on ``small_threads``)."""
+        return self.small_threads is None or threads <= self.small_threads
 
     def _run(self, x: torch.Tensor, small: nn.Module | None, large: nn.Module | None) -> torch.Tensor:
         if not torch.is_inference_mode_enabled():
@@ -377,7 +381,7 @@ class InferenceNet(nn.Module):
             if self.chunk and n > self.chunk:  # oneDNN's activations for ~128 faces stay in cache; 512 at once run ~40% slower
                 return torch.cat([large(x[s:s + self.chunk]) for s in range(0, n, self.chunk)])
             return large(x)
-        if self.small_threads is None or threads <= self.small_threads:
+        if self._small_runs_on(threads):
             return small(x)
         # a few faces are too little work to share between threads: waking them costs more
         # than it saves, and on a busy machine it costs far more (threads wait for each other)
@@ -398,7 +402,7 @@ class InferenceNet(nn.Module):
         # one face, as a live recognizer calls it: straight into the small graph's compiled method
         # (skipping nn.Module.__call__ and the dispatch below saves ~15 us of ~330 us a face)
         if faces.shape == _ONE_FACE and faces.dtype == torch.uint8 and self._one_face is not None \
-                and torch.is_inference_mode_enabled() and torch.get_num_threads() <= self._one_face_threads:
+                and torch.is_inference_mode_enabled() and self._small_runs_on(torch.get_num_threads()):
             return self._one_face(faces)
         if faces.dim() == 4 and faces.shape[1] == 1:
             faces = faces[:, 0]
@@ -406,9 +410,6 @@ class InferenceNet(nn.Module):
             x = to_model_input(as_face_batch(faces))
             return torch.softmax(self.forward(x).float(), dim=1)
         return self._run(faces, self.small_proba, self.large_proba)
-
-
-_ONE_FACE = torch.Size((1, SIZE, SIZE))
 
 
 def parallel_slices(n: int, workers: int, chunk: int) -> int:
