@@ -92,6 +92,10 @@ def test_experiments_compose():
     assert vgg.model.net.name == "vgg" and vgg.augment.hflip == 0.5
     faithful = compose_cfg(["experiment=faithful"])
     assert faithful.augment.get("hflip", 0.0) == 0.0 and faithful.scheduler.name == "cosine"
+    assert faithful.model.net.dropout == 0.5 and faithful.trainer.max_epochs == 200  # the paper's dropout, the study's length
+    plus = compose_cfg(["experiment=deep_emotion_plus"])
+    assert plus.augment.hflip == 0.5 and plus.model.label_smoothing == 0.1 and plus.model.fc_weight_decay == 0.001
+    assert plus.model.net.dropout == 0.0  # augmented, the small network underfits: no dropout (docs/cpu_runs/SELECTION.md)
 
 
 def test_launchers_compose():
