@@ -92,7 +92,9 @@ RECIPES: dict[str, dict[str, Any]] = {
                     "(faithful100_seed2), seed 3 54.05 / 53.69% (faithful100_seed3), seed 4 58.34 / 58.01% "
                     "(faithful100_seed4, the file shipped before), seed 5 56.95 / 56.37% (faithful100_seed5), "
                     "seed 6 58.34 / 57.40% (faithful100_seed6), seed 7 58.79 / 58.46% (faithful100_seed7), seed 8 59.35%, "
-                    "seed 9 55.59 / 56.09% (faithful100_seed9)",
+                    "seed 9 55.59 / 56.09% (faithful100_seed9); and two runs at the recipe's own 200 epochs, rule in "
+                    "docs/cpu_runs/SELECTION.md: seed 8 58.96 / 59.01% (faithful200_seed8), seed 7 57.20 / 57.40% "
+                    "(faithful200_seed7)",
         "run_dir": "docs/cpu_runs/deep_emotion",
         "stored": "weights stored as float32",
     },
