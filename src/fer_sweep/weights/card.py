@@ -66,9 +66,9 @@ RECIPES: dict[str, dict[str, Any]] = {
         "recipe": "experiment=deep_emotion_plus (conf/experiment/deep_emotion_plus.yaml): Deep-Emotion network without "
                   "dropout, Adam lr 0.001, cosine schedule, label smoothing 0.1, L2 1e-3 on the fully connected weights, light "
                   "batch augmentation (flip, rotation 10 deg, zoom 0.9-1.1, shift 8%, random erasing), batch 128; cosine over "
-                  "100 epochs here (the recipe's default is 250)",
-        "command": "python -m fer_sweep experiment=deep_emotion_plus model.net.dropout=0.0 trainer.max_epochs=100 threads=1 "
-                   "(dropout 0.0 is the recipe's default since this run; the override is what the run was given)",
+                  "100 epochs here (the recipe's default is 250); the run was given model.net.dropout=0.0 before that "
+                  "became the recipe's default",
+        "command": "python -m fer_sweep experiment=deep_emotion_plus model.net.dropout=0.0 trainer.max_epochs=100 threads=1",
         "export": "python -m fer_sweep.models.export <run>/checkpoints/best.ckpt deep_emotion_plus.pt",
         "hardware": "2-core CPU, one thread, sharing the two cores with two other training runs (about 41 s per epoch, "
                     "68 min in all)",
