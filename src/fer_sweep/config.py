@@ -53,3 +53,26 @@ def validate(cfg: DictConfig) -> None:
     smoothing = float(cfg.model.get("label_smoothing", 0.0))
     if not 0.0 <= smoothing < 1.0:
         raise ConfigError(f"model.label_smoothing={smoothing}: expected a value in [0, 1)")
+    validate_teacher(cfg)
+
+
+def validate_teacher(cfg: DictConfig) -> None:
+    """Distillation settings (``model.teacher`` and its weights), checked before any training."""
+    teacher = cfg.model.get("teacher")
+    if teacher in (None, "", "None", "null"):
+        return
+    from fer_sweep.weights import resolve_model
+
+    try:
+        resolve_model(str(teacher))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"model.teacher={teacher}: {str(exc).removeprefix(f'ckpt={teacher}: ')}") from None
+    weight = float(cfg.model.get("distill_weight", 0.5))
+    if not 0.0 <= weight <= 1.0:
+        raise ConfigError(f"model.distill_weight={weight}: expected a weight in [0, 1] (the share of the teacher's loss)")
+    temperature = float(cfg.model.get("distill_temperature", 2.0))
+    if not temperature > 0.0:
+        raise ConfigError(f"model.distill_temperature={temperature}: expected a positive temperature such as 2")
+    tta = cfg.model.get("teacher_tta", "flip")
+    if tta not in ("none", "flip", "tencrop"):
+        raise ConfigError(f"model.teacher_tta={tta}: expected none, flip or tencrop")

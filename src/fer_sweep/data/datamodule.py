@@ -52,6 +52,7 @@ class FER2013DataModule(pl.LightningDataModule):
         self.class_counts: dict[str, list[int]] = {}
         self._aug_gen: torch.Generator | None = None
         self._aug_epoch = -1
+        self.train_targets: torch.Tensor | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -88,13 +89,24 @@ class FER2013DataModule(pl.LightningDataModule):
         counts = torch.tensor(self.class_counts["train"], dtype=torch.float32)
         return counts.sum() / (len(counts) * counts.clamp(min=1))
 
+    def set_train_targets(self, targets: torch.Tensor | None) -> None:
+        """Per-face extra targets for the train split (e.g. a teacher's class probabilities, one
+        row per training face in the order of ``tensors["train"]``); train batches then carry them
+        as a third element.  ``None`` removes them."""
+        if targets is not None:
+            n = len(self.tensors["train"][1])
+            if len(targets) != n:
+                raise ValueError(f"train targets have {len(targets)} rows; the train split has {n} faces")
+            targets = targets.to(self.tensors["train"][1].device)
+        self.train_targets = targets
+
     # -- loaders -----------------------------------------------------------------------------
     def _epoch(self) -> int:
         return int(self.trainer.current_epoch) if self.trainer is not None else 0
 
     def train_dataloader(self) -> TensorBatches:
         x, y = self.tensors["train"]
-        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch_fn=self._epoch)
+        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch_fn=self._epoch, extra=self.train_targets)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.tensors["val"], self.eval_batch_size)
@@ -107,11 +119,11 @@ class FER2013DataModule(pl.LightningDataModule):
 
     # -- per-batch work on the training device -----------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
+        images, labels, *extra = batch  # extra: the train targets, when set (labels of the same faces)
         x = to_model_input(images)
         if self.trainer is not None and self.trainer.training and self.augment.active:
             x = self.augment(x, self._generator(x.device))
-        return x, labels
+        return (x, labels, *extra)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         epoch = self._epoch()

@@ -17,12 +17,17 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
 
 
 class TensorBatches:
-    """Iterable of ``(images uint8 (B, 48, 48), labels int64 (B,))`` batches."""
+    """Iterable of ``(images uint8 (B, 48, 48), labels int64 (B,))`` batches.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False, drop_last: bool = False, seed: int = 0, epoch_fn: Callable[[], int] | None = None) -> None:
+    With ``extra`` (a per-sample tensor, e.g. a teacher's probabilities), batches are
+    ``(images, labels, extra)``, the three gathered with the same indices."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False, drop_last: bool = False, seed: int = 0, epoch_fn: Callable[[], int] | None = None, extra: torch.Tensor | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size}; expected a positive integer")
-        self.images, self.labels = images, labels
+        if extra is not None and len(extra) != len(labels):
+            raise ValueError(f"extra has {len(extra)} rows for {len(labels)} samples; expected one per sample")
+        self.images, self.labels, self.extra = images, labels, extra
         self.batch_size, self.shuffle, self.drop_last, self.seed = batch_size, shuffle, drop_last, seed
         self.epoch_fn = epoch_fn or (lambda: 0)
 
@@ -30,7 +35,7 @@ class TensorBatches:
         n = len(self.labels)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.labels)
         if self.shuffle:
             gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch_fn()))
@@ -40,7 +45,10 @@ class TensorBatches:
         for b in range(len(self)):
             if order is None:
                 sl = slice(b * self.batch_size, min(n, (b + 1) * self.batch_size))
-                yield self.images[sl], self.labels[sl]
+                batch = (self.images[sl], self.labels[sl]) + (() if self.extra is None else (self.extra[sl],))
             else:
                 idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-                yield self.images.index_select(0, idx), self.labels.index_select(0, idx)
+                batch = (self.images.index_select(0, idx), self.labels.index_select(0, idx))
+                if self.extra is not None:
+                    batch += (self.extra.index_select(0, idx),)
+            yield batch

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from fer_sweep.data.loader import epoch_seed
+from fer_sweep.models.distill import distillation_loss, teacher_probabilities
 from fer_sweep.models.registry import net_spec
 
 
@@ -26,10 +27,23 @@ class DivergedError(RuntimeError):
 
 
 class FERClassifier(pl.LightningModule):
-    """Train ``net`` with the optimizer/scheduler partials from the config."""
+    """Train ``net`` with the optimizer/scheduler partials from the config.
 
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict | None = None, num_classes: int = 7, class_names: tuple[str, ...] | list[str] | None = None, label_smoothing: float = 0.0, class_weighted: bool = False, fc_weight_decay: float = 0.0, channels_last: bool = False, seed: int = 0) -> None:
+    With ``teacher`` (a checkpoint file or shipped model name), the training loss is
+    ``(1 - distill_weight) * CE(labels) + distill_weight * T^2 KL(teacher_T || student_T)`` with the
+    teacher's probabilities computed once on the clean training faces (:mod:`fer_sweep.models.distill`)."""
+
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict | None = None, num_classes: int = 7, class_names: tuple[str, ...] | list[str] | None = None, label_smoothing: float = 0.0, class_weighted: bool = False, fc_weight_decay: float = 0.0, channels_last: bool = False, seed: int = 0,
+                 teacher: str | None = None, teacher_tta: str = "flip", distill_weight: float = 0.5, distill_temperature: float = 2.0) -> None:
         super().__init__()
+        if teacher in ("", "None", "null"):
+            teacher = None
+        if teacher is not None and not 0.0 <= float(distill_weight) <= 1.0:
+            raise ValueError(f"model.distill_weight={distill_weight}; expected a weight in [0, 1]")
+        if teacher is not None and not float(distill_temperature) > 0.0:
+            raise ValueError(f"model.distill_temperature={distill_temperature}; expected a positive temperature")
+        self.teacher, self.teacher_tta = teacher, teacher_tta
+        self.distill_weight, self.distill_temperature = float(distill_weight), float(distill_temperature)
         self.net, self.optimizer_factory, self.scheduler_cfg = net, optimizer, scheduler
         self.num_classes, self.label_smoothing, self.class_weighted = num_classes, label_smoothing, class_weighted
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
@@ -58,6 +72,11 @@ class FERClassifier(pl.LightningModule):
         dm = getattr(self.trainer, "datamodule", None)
         if self.class_weighted and dm is not None and hasattr(dm, "class_weights"):
             self.class_weight = dm.class_weights().to(self.device)
+        if self.teacher is not None and stage == "fit":
+            if dm is None or not hasattr(dm, "set_train_targets"):
+                raise ValueError(f"model.teacher={self.teacher}: distillation needs the FER2013 datamodule (its train faces)")
+            faces, _ = dm.tensors["train"]
+            dm.set_train_targets(teacher_probabilities(self.teacher, faces, self.teacher_tta, getattr(dm, "cache_dir", None), num_classes=self.num_classes))
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
         weight = self.class_weight if self.class_weighted else None
@@ -86,9 +105,12 @@ class FERClassifier(pl.LightningModule):
         self._train_record = None
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        x, y = batch
+        x, y, *teacher = batch  # teacher: its probabilities for these faces, when distilling
         logits = self(x)
         loss = self._loss(logits, y, self.label_smoothing)
+        if teacher and self.teacher is not None:
+            w = self.distill_weight
+            loss = (1.0 - w) * loss + w * distillation_loss(logits, teacher[0], self.distill_temperature)
         self.train_acc.update(logits.detach(), y)
         self._accumulate("train_loss", loss, len(y))
         return loss
