@@ -88,8 +88,11 @@ def teacher_probabilities(teacher: str | os.PathLike, faces: torch.Tensor, tta: 
     net, _, _ = load_checkpoint(path)
     _check_classes(teacher, int(getattr(net, "num_classes", 0) or 0) or None, num_classes)
     start = time.perf_counter()
-    fast = optimise_for_inference(net.eval(), check=False)
-    probs = torch.from_numpy(predict_proba(fast, faces.cpu(), tta=tta, batch_size=batch_size)).float()
+    if faces.device.type == "cpu":
+        runner = optimise_for_inference(net.eval(), check=False)
+    else:  # faces resident on the training GPU: the teacher runs there, in plain eager mode
+        runner = net.to(faces.device).eval()
+    probs = torch.from_numpy(predict_proba(runner, faces, tta=tta, batch_size=batch_size)).float()
     _check_classes(teacher, probs.shape[1], num_classes)
     cache.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(cache, lambda tmp: torch.save(probs, tmp))
