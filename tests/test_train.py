@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fer_sweep.callbacks import METRIC_COLUMNS
 from fer_sweep.train import run
@@ -208,3 +209,20 @@ def test_init_weights_accepts_a_lightning_checkpoint_of_an_earlier_run(fer_root,
                              f"paths.output_dir={tmp_path / 'fresh'}", *TINY]))
     c = torch.load(tmp_path / "fresh" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert fresh["status"] == "completed" and not all(torch.allclose(a[k], c[k], atol=1e-6) for k in weights)  # the check can fail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("callbacks", ["default", "none"])
+def test_last_checkpoint_holds_the_last_epoch_even_when_val_accuracy_stopped_improving(fer_root, tmp_path, callbacks):
+    """``last.ckpt`` (what a run resumes from) is written every epoch.  Lightning 2.6's own
+    ``save_last`` refreshes it only when ``best.ckpt`` is saved, so a run whose val accuracy stopped
+    improving would resume from its best epoch and train the epochs after it again.  At a learning
+    rate of 1e-12 the weights cannot move, so val accuracy stalls after the first epochs."""
+    out = tmp_path / callbacks
+    results = run(compose_cfg([f"callbacks={callbacks}", "optimizer.lr=1e-12", "trainer.max_epochs=4", "test_after_fit=false",
+                               "logger=none", f"paths.output_dir={out}", *(TINY if callbacks == "default" else ["data.subset=0.05", "trainer.accelerator=cpu", "threads=1"])]))
+    assert results["status"] == "completed", results.get("error")
+    last = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    assert last["epoch"] == 3, "last.ckpt must hold the 4th (last) epoch"
+    assert best["epoch"] == results["best_epoch"] - 1 < 3, f"the test needs a run whose best epoch ({results['best_epoch']}) is not its last"
