@@ -8,12 +8,10 @@ import json
 import pytest
 import torch
 
-from helpers import QUIET, compose_cfg, run_cli
+from helpers import QUIET, TINY, compose_cfg, run_cli
 
 from fer_sweep.data.loader import TensorBatches
 from fer_sweep.models.distill import distillation_loss, teacher_cache_file, teacher_probabilities
-
-TINY = ["data.subset=0.05", "trainer.accelerator=cpu", *QUIET]
 
 
 def test_distillation_loss_is_zero_only_when_the_student_matches_the_softened_teacher():

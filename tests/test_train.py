@@ -16,10 +16,9 @@ import torch
 
 from fer_sweep.callbacks import METRIC_COLUMNS
 from fer_sweep.train import run
-from helpers import PROJECT_ROOT, QUIET, compose_cfg, run_cli
+from helpers import PROJECT_ROOT, QUIET, TINY, compose_cfg, run_cli
 
 pytestmark = pytest.mark.data
-TINY = ["data.subset=0.05", "trainer.accelerator=cpu", *QUIET]
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -64,9 +64,9 @@ def validate_teacher(cfg: DictConfig) -> None:
     from fer_sweep.weights import resolve_model
 
     try:
-        resolve_model(str(teacher))
+        resolve_model(str(teacher), key="model.teacher")
     except FileNotFoundError as exc:
-        raise ConfigError(f"model.teacher={teacher}: {str(exc).removeprefix(f'ckpt={teacher}: ')}") from None
+        raise ConfigError(str(exc)) from None
     weight = float(cfg.model.get("distill_weight", 0.5))
     if not 0.0 <= weight <= 1.0:
         raise ConfigError(f"model.distill_weight={weight}: expected a weight in [0, 1] (the share of the teacher's loss)")

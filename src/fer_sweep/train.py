@@ -51,11 +51,11 @@ def load_init_weights(cfg: DictConfig) -> tuple[torch.nn.Module, Path]:
     loaded before anything else is built, so a bad value fails the job at once, in one line."""
     spec = cfg.init_weights
     try:
-        path, _ = resolve_model(spec)
+        path, _ = resolve_model(spec, key="init_weights")
         with torch.random.fork_rng(devices=[]):  # building the network draws from the seeded RNG
             net, _, _ = load_checkpoint(path)
-    except FileNotFoundError as exc:  # "ckpt=<spec>: no such checkpoint file, and not a shipped model name (...)"
-        raise ConfigError(f"init_weights={spec}: {str(exc).removeprefix(f'ckpt={spec}: ')}") from None
+    except FileNotFoundError as exc:  # "init_weights=<spec>: no such checkpoint file, and not a shipped model name (...)"
+        raise ConfigError(str(exc)) from None
     except CheckpointError as exc:  # "<file>: not a fer_sweep checkpoint ..."
         raise ConfigError(f"init_weights={spec}: {exc}") from None
     return net, path

@@ -62,7 +62,8 @@ def teacher_probabilities(teacher: str | os.PathLike, faces: torch.Tensor, tta: 
     for uint8 ``faces (N, 48, 48)``, with test-time augmentation ``tta``; computed once, then read
     from the cache (``cache_dir``; default: the FER2013 tensor cache folder).
 
-    Raises ``ValueError`` (one line) when the teacher's classes differ from ``num_classes``."""
+    Raises ``ValueError`` (one line) when the teacher's classes differ from ``num_classes``, and
+    ``FileNotFoundError`` (one line) when ``teacher`` is neither a file nor a shipped model."""
     from fer_sweep.data.cache import default_cache_dir
     from fer_sweep.models.predict import TTA_MODES, optimise_for_inference, predict_proba
     from fer_sweep.models.registry import load_checkpoint
@@ -70,10 +71,7 @@ def teacher_probabilities(teacher: str | os.PathLike, faces: torch.Tensor, tta: 
 
     if tta not in TTA_MODES:
         raise ValueError(f"model.teacher_tta={tta!r}; expected one of {', '.join(TTA_MODES)}")
-    try:
-        path, name = resolve_model(teacher)
-    except FileNotFoundError as exc:
-        raise ValueError(f"model.teacher={teacher}: {str(exc).removeprefix(f'ckpt={teacher}: ')}") from None
+    path, name = resolve_model(teacher, key="model.teacher")
     cache = teacher_cache_file(path, faces, tta, cache_dir or default_cache_dir())
     if cache.is_file():
         try:
@@ -86,7 +84,7 @@ def teacher_probabilities(teacher: str | os.PathLike, faces: torch.Tensor, tta: 
             return probs
         log.warning("ignoring %s: not a readable (%d, C) probability tensor; recomputing", cache, len(faces))
     net, _, _ = load_checkpoint(path)
-    _check_classes(teacher, int(getattr(net, "num_classes", 0) or 0) or None, num_classes)
+    _check_classes(teacher, getattr(net, "num_classes", None), num_classes)  # before the long computation
     start = time.perf_counter()
     if faces.device.type == "cpu":
         runner = optimise_for_inference(net.eval(), check=False)

@@ -41,12 +41,13 @@ def default_model(directory: str | os.PathLike | None = None) -> Path:
     return next(iter(found.values()))
 
 
-def resolve_model(spec: str | os.PathLike, directory: str | os.PathLike | None = None) -> tuple[Path, str]:
+def resolve_model(spec: str | os.PathLike, directory: str | os.PathLike | None = None, key: str = "ckpt") -> tuple[Path, str]:
     """``(path, name)`` for a checkpoint given as an existing file path, a shipped model name
     (``vgg``, ``deep_emotion_plus``, ``deep_emotion``) or ``default``.
 
     The name is the shipped name, or for a file its stem (prefixed with the run folder for
-    ``<run>/checkpoints/{best,last}.ckpt``).  Raises :class:`FileNotFoundError` (one line) otherwise."""
+    ``<run>/checkpoints/{best,last}.ckpt``).  Raises :class:`FileNotFoundError` (one line, naming
+    the setting ``key`` that held ``spec``: ``ckpt=...``, ``init_weights=...``) otherwise."""
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_file():
@@ -62,9 +63,9 @@ def resolve_model(spec: str | os.PathLike, directory: str | os.PathLike | None =
         if text in found:
             return found[text], text
         have = ", ".join(found) or "none"
-        raise FileNotFoundError(f"ckpt={text}: the shipped model {text}.pt is not installed (shipped: {have})")
+        raise FileNotFoundError(f"{key}={text}: the shipped model {text}.pt is not installed (shipped: {have})")
     names = ", ".join([*found, DEFAULT_ALIAS])
-    raise FileNotFoundError(f"ckpt={text}: no such checkpoint file, and not a shipped model name ({names})")
+    raise FileNotFoundError(f"{key}={text}: no such checkpoint file, and not a shipped model name ({names})")
 
 
 __all__ = ["DEFAULT_ALIAS", "SHIPPED_NAMES", "default_model", "resolve_model", "shipped_models", "weights_dir"]
