@@ -491,6 +491,41 @@ def test_cropped_faces_with_the_full_detector(tmp_path, fer_root, predictor):
     assert annotated.shape[:2] == (240, 240)  # enlarged so the drawing is legible
 
 
+@pytest.mark.data
+def test_full_detector_feeds_fer2013_faces_exactly_as_evaluate(tmp_path, capsys, fer_root, fer_raw, ckpt, predictor):
+    """``--detector full`` crops with no margin, so 48x48 FER2013 faces reach the network bit-identical
+    to the data path that ``python -m fer_sweep.evaluate`` uses (load_fer2013's decoded images fed to
+    predict_proba): same crops and same probabilities, through run() and through the CLI."""
+    from fer_sweep.models.predict import predict_proba
+
+    private = np.flatnonzero(fer_raw.usage == 2)  # USAGES.index("PrivateTest")
+    chosen = []
+    for cls in sorted(CLASS_NAMES):  # the first 3 PrivateTest faces of each class, as fer_faces
+        chosen += sorted((i for i in private if fer_raw.sources[i].startswith(f"test/{cls}/")), key=lambda i: fer_raw.sources[i])[:3]
+    folder = tmp_path / "faces48"
+    folder.mkdir()
+    for i in chosen:  # a folder of 48x48 faces (copied to the test's tmp dir, never into the repo)
+        (folder / f"{fer_raw.sources[i].split('/')[1]}_{Path(fer_raw.sources[i]).name}").write_bytes((fer_root / fer_raw.sources[i]).read_bytes())
+    names = sorted(p.name for p in folder.iterdir())
+    by_name = {f"{fer_raw.sources[i].split('/')[1]}_{Path(fer_raw.sources[i]).name}": i for i in chosen}
+    faces = fer_raw.images[[by_name[n] for n in names]]
+    reference = predict_proba(predictor.net, faces)
+
+    summary = run(folder, predictor=predictor, detector="full", keep_results=True)
+    assert [r.frame.name for r in summary.results] == names and len(names) == 21
+    for res, face in zip(summary.results, faces):
+        assert res.boxes == [(0, 0, 48, 48)]
+        np.testing.assert_array_equal(predictor.crops(res.frame.image, res.boxes, 0.0)[0], face)
+        assert not np.array_equal(predictor.crops(res.frame.image, res.boxes)[0], face)  # the default margin would zoom out
+    np.testing.assert_allclose(np.concatenate([r.probs for r in summary.results]), reference, atol=1e-6)
+
+    rc, _, err = run_main(capsys, folder, "--ckpt", ckpt, "--detector", "full", "--no-show", "--out", tmp_path / "out")
+    assert rc == 0, err
+    rows = read_csv(tmp_path / "out" / "detections.csv")
+    assert [r["image"] for r in rows] == names
+    np.testing.assert_allclose([[float(r[f"p_{c}"]) for c in CLASS_NAMES] for r in rows], reference, atol=1e-5)
+
+
 def test_headless_falls_back_with_a_notice(tmp_path, predictor, grace, monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
@@ -611,6 +646,29 @@ def test_bad_detector_options(tmp_path, capsys, ckpt, grace):
     assert_one_line_error(rc, err, "takes no option min_face")
 
 
+@pytest.mark.parametrize("args, fragments", [
+    (["--margin", "-1"], ["--margin -1:", "expected a fraction >= 0"]),
+    (["--margin", "-0.02"], ["--margin -0.02:", "expected a fraction >= 0"]),  # would silently shrink the crop
+    (["--margin", "nan"], ["--margin nan:", "expected a fraction >= 0"]),
+    (["--margin", "0.1", "--detector", "full"], ["--margin 0.1:", "not used with --detector full"]),
+    (["--threads", "0"], ["--threads 0:", "expected a positive number"]),
+    (["--threads", "-3"], ["--threads -3:", "expected a positive number"]),
+])
+def test_bad_margin_and_threads(tmp_path, capsys, ckpt, grace, args, fragments):
+    """Not silently clamped or passed on to OpenCV: one line naming the option, the value and what is expected."""
+    cv2.imwrite(str(tmp_path / "g.jpg"), grace)
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", *args)
+    assert_one_line_error(rc, err, *fragments)
+
+
+def test_margin_zero_is_accepted_and_predictor_rejects_negative_margins(tmp_path, capsys, ckpt, grace):
+    cv2.imwrite(str(tmp_path / "g.jpg"), grace)
+    rc, out, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--margin", "0", "--threads", "1")
+    assert rc == 0 and err == "" and out.startswith("g.jpg: ")
+    with pytest.raises(DemoError, match="margin=-0.5: expected a fraction >= 0"):
+        Predictor.from_checkpoint(ckpt, margin=-0.5)
+
+
 def test_open_source_kinds(tmp_path, grace):
     (tmp_path / "noext").write_bytes(cv2.imencode(".png", grace)[1].tobytes())  # no extension: read by content
     cv2.imwrite(str(tmp_path / "g.png"), grace)
@@ -695,3 +753,59 @@ def test_ctrl_c_ends_the_run_and_keeps_the_outputs(tmp_path, ckpt, grace):
     assert count_frames(out / "annotated.mp4")[0] == 5
     info = json.loads((out / "summary.json").read_text())
     assert info["stopped_by_user"] is True and info["error"] is None
+
+
+def test_figure_and_summary_are_replaced_atomically(tmp_path, monkeypatch, grace):
+    """A write that dies half-way (crash, Ctrl+C, full disk) keeps the previous emotions.png and
+    summary.json of the folder intact and leaves no temp file behind."""
+    from matplotlib.figure import Figure
+
+    from fer_sweep.demo.outputs import Recorder
+    from fer_sweep.demo.sources import Frame
+
+    def record(out, frames=3, **kw):
+        rec = Recorder(out, CLASS_NAMES, stream=True, fps=10, video=False, **kw)
+        probs = np.full((1, 7), 1 / 7, np.float32)
+        for i in range(frames):
+            rec.write(Frame(i, i / 10, grace), [GRACE_BOX], probs, [0])
+        return rec
+
+    out = tmp_path / "out"
+    paths = record(out).close()
+    figure, summary = (out / "emotions.png").read_bytes(), (out / "summary.json").read_text()
+    assert figure.startswith(b"\x89PNG") and paths["figure"] == str(out / "emotions.png") and json.loads(summary)["frames"] == 3
+
+    def dies_half_way(self, fname, *args, **kwargs):
+        Path(fname).write_bytes(b"\x89PNG half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", dies_half_way)
+    paths = record(out, frames=5).close()
+    assert (out / "emotions.png").read_bytes() == figure and "figure" not in paths
+    info = json.loads((out / "summary.json").read_text())
+    assert info["frames"] == 5 and info["problems"] == ["figure not written: disk full"]
+    summary = (out / "summary.json").read_text()
+
+    real_write_text = Path.write_text
+
+    def interrupted(self, text, *args, **kwargs):
+        real_write_text(self, text[:10])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        record(out, frames=7, figure=False).close()
+    monkeypatch.undo()
+    assert (out / "summary.json").read_text() == summary
+    assert sorted(p.name for p in out.iterdir()) == ["detections.csv", "detections.jsonl", "emotions.png", "summary.json"]
+
+
+def test_annotated_images_leave_no_temp_files(tmp_path, predictor, grace):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), grace)
+    cv2.imwrite(str(folder / "b.png"), grace[:, ::-1])
+    run(folder, predictor=predictor, out_dir=tmp_path / "out")
+    annotated = tmp_path / "out" / "annotated"
+    assert sorted(p.name for p in annotated.iterdir()) == ["a.jpg", "b.png"]  # encoded by the target's suffix, renamed
+    assert cv2.imread(str(annotated / "a.jpg")).shape == grace.shape and (annotated / "b.png").read_bytes().startswith(b"\x89PNG")

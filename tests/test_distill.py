@@ -72,7 +72,7 @@ def test_teacher_probabilities_on_real_faces_are_computed_once_and_cached(fer_ra
 
 @pytest.mark.parametrize("override, fragment", [("model.teacher=no_such_model", "model.teacher=no_such_model: no such checkpoint file"),
                                                 ("model.distill_weight=1.5", "model.distill_weight=1.5: expected a weight in [0, 1]"),
-                                                ("model.distill_temperature=0", "model.distill_temperature=0.0: expected a positive temperature"),
+                                                ("model.distill_temperature=0", "model.distill_temperature=0: expected a positive temperature"),
                                                 ("model.teacher_tta=fivecrop", "model.teacher_tta=fivecrop: expected none, flip or tencrop")])
 def test_bad_distillation_settings_fail_before_training_in_one_line(tmp_path, override, fragment):
     extra = [] if "teacher=" in override else ["model.teacher=vgg"]

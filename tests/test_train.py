@@ -225,3 +225,14 @@ def test_last_checkpoint_holds_the_last_epoch_even_when_val_accuracy_stopped_imp
     best = torch.load(out / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
     assert last["epoch"] == 3, "last.ckpt must hold the 4th (last) epoch"
     assert best["epoch"] == results["best_epoch"] - 1 < 3, f"the test needs a run whose best epoch ({results['best_epoch']}) is not its last"
+
+
+def test_errors_of_the_built_objects_are_one_line_not_hydras_wrapper(tmp_path):
+    """A data module that cannot be built reports its own one-line error, not Hydra's three-line
+    'Error in call to target ... full_key: data' around it."""
+    out = tmp_path / "nodata"
+    proc = run_cli([f"hydra.run.dir={out}", "data.root=null", *QUIET], timeout=120, env={"FER2013_ROOT": ""})
+    assert proc.returncode == 1
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"].startswith("FER2013Error: no FER2013 path: set data.root=<path> or FER2013_ROOT")
+    assert "\n" not in res["error"] and "InstantiationException" not in proc.stdout + proc.stderr

@@ -36,23 +36,35 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("fer_run_id", run_id, use_cache=True)
 
 
+def _number(key: str, value, kind: type, ok, expected: str):
+    """``value`` as ``kind`` (int or float) if ``ok(value)``; else a one-line ConfigError naming the key.
+    Booleans are not numbers here, and an int must be one (``1.5`` epochs is an error, not 1)."""
+    try:
+        if isinstance(value, bool) or value is None:
+            raise ValueError
+        number = kind(value)
+        if kind is int and number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}={value}: expected {expected}") from None
+    if not ok(number):
+        raise ConfigError(f"{key}={value}: expected {expected}")
+    return number
+
+
 def validate(cfg: DictConfig) -> None:
     """Reject values that would waste a run, with one line naming the key and what is expected."""
-    lr = cfg.optimizer.get("lr")
-    if lr is None or not float(lr) > 0:
-        raise ConfigError(f"optimizer.lr={lr}: expected a positive learning rate such as 0.001")
-    epochs = cfg.trainer.get("max_epochs")
-    if epochs is None or int(epochs) < 1:
-        raise ConfigError(f"trainer.max_epochs={epochs}: expected an integer >= 1")
-    if int(cfg.data.batch_size) < 1:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size}: expected an integer >= 1")
-    if int(cfg.data.num_classes) not in (6, 7):
-        raise ConfigError(f"data.num_classes={cfg.data.num_classes}: expected 7, or 6 (disgust folded into angry)")
-    if cfg.get("seed") is not None and not isinstance(cfg.seed, int):
-        raise ConfigError(f"seed={cfg.seed}: expected an integer or null")
-    smoothing = float(cfg.model.get("label_smoothing", 0.0))
-    if not 0.0 <= smoothing < 1.0:
-        raise ConfigError(f"model.label_smoothing={smoothing}: expected a value in [0, 1)")
+    _number("optimizer.lr", cfg.optimizer.get("lr"), float, lambda v: v > 0, "a positive learning rate such as 0.001")
+    _number("trainer.max_epochs", cfg.trainer.get("max_epochs"), int, lambda v: v >= 1, "an integer >= 1")
+    for key in ("batch_size", "eval_batch_size"):
+        if key in cfg.data:
+            _number(f"data.{key}", cfg.data[key], int, lambda v: v >= 1, "an integer >= 1")
+    _number("data.num_classes", cfg.data.num_classes, int, lambda v: v in (6, 7), "7, or 6 (disgust folded into angry)")
+    if cfg.get("seed") is not None:
+        _number("seed", cfg.seed, int, lambda v: True, "an integer or null")
+    if cfg.get("threads") is not None:
+        _number("threads", cfg.threads, int, lambda v: v >= 1, "a positive number of CPU threads, or null for PyTorch's default")
+    _number("model.label_smoothing", cfg.model.get("label_smoothing", 0.0), float, lambda v: 0.0 <= v < 1.0, "a value in [0, 1)")
     validate_teacher(cfg)
 
 
@@ -67,12 +79,10 @@ def validate_teacher(cfg: DictConfig) -> None:
         resolve_model(str(teacher), key="model.teacher")
     except FileNotFoundError as exc:
         raise ConfigError(str(exc)) from None
-    weight = float(cfg.model.get("distill_weight", 0.5))
-    if not 0.0 <= weight <= 1.0:
-        raise ConfigError(f"model.distill_weight={weight}: expected a weight in [0, 1] (the share of the teacher's loss)")
-    temperature = float(cfg.model.get("distill_temperature", 2.0))
-    if not temperature > 0.0:
-        raise ConfigError(f"model.distill_temperature={temperature}: expected a positive temperature such as 2")
+    _number("model.distill_weight", cfg.model.get("distill_weight", 0.5), float, lambda v: 0.0 <= v <= 1.0,
+            "a weight in [0, 1] (the share of the teacher's loss)")
+    _number("model.distill_temperature", cfg.model.get("distill_temperature", 2.0), float, lambda v: v > 0.0,
+            "a positive temperature such as 2")
     tta = cfg.model.get("teacher_tta", "flip")
     if tta not in ("none", "flip", "tencrop"):
         raise ConfigError(f"model.teacher_tta={tta}: expected none, flip or tencrop")

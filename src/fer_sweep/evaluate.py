@@ -16,7 +16,8 @@ when no split is given).  ``tta``: see :data:`fer_sweep.models.predict.TTA_DESCR
 
 Writes ``metrics.json`` and ``confusion_matrix.png`` (row-normalised, class names on the axes) to
 ``out`` (default ``evaluations/<ckpt name>-<split>-<tta>/``), each atomically.  Bad input (missing
-or foreign checkpoint, unknown split/tta/key, no data) prints one line on stderr and exits 2.
+or foreign checkpoint, unknown split/tta/key, no data, an unreadable file or unwritable ``out``) prints
+one line on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -238,7 +239,16 @@ def run(args: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
     metrics = evaluate(model["net"], data["images"], data["labels"], args["tta"], args["batch_size"], model["class_names"])
     report = build_report(model, data, metrics)
     out = Path(args["out"]) if args["out"] else default_out_dir(model["name"], data["split"], args["tta"])
-    return report, write_outputs(report, out)
+    try:
+        return report, write_outputs(report, out)
+    except OSError as exc:  # each file is written atomically: a failed write leaves the old one whole
+        raise EvaluateError(f"out={out}: cannot write {exc.filename or out} ({exc.strerror or exc}); expected a writable folder") from None
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``<path>: <reason>; expected a readable file`` on one line (``str(exc)`` puts the reason first)."""
+    where = exc.filename if exc.filename is not None else "input"
+    return " ".join(f"{where}: {exc.strerror or exc}; expected a readable file or folder (checkpoint, FER2013 copy, cache)".split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -253,6 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report, files = run(parse_args(argv))
     except (EvaluateError, CheckpointError, FER2013Error) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unreadable checkpoint, image or folder: name it, as fer_sweep.data does
+        print(f"{PROG}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     d = report["data"]
     print(f"{report['checkpoint']['name']} on FER2013 {d['split']} ({d['n']} faces), tta={report['tta']}: "

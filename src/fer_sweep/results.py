@@ -17,13 +17,36 @@ RESULTS_FILE = "results.json"
 STATUSES = ("running", "completed", "diverged", "failed")
 
 
-def read_results(run_dir: str | Path) -> dict[str, Any] | None:
+class ResultsError(ValueError):
+    """A ``results.json`` that exists but cannot be used; the message is one line naming the file."""
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's results, ``None`` when it has written none yet; a file that is not a JSON object
+    (truncated, hand-edited, another program's) raises :class:`ResultsError`, so that the report can
+    show the job as unreadable rather than as pending or crash on it."""
     path = Path(run_dir) / RESULTS_FILE
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as exc:
+        what = "empty" if not exc.doc.strip() else f"not valid JSON ({exc.msg}: line {exc.lineno} column {exc.colno}; truncated or corrupt?)"
+        raise ResultsError(f"{path}: {what}; expected a JSON object written by fer_sweep training") from None
+    except UnicodeDecodeError:
+        raise ResultsError(f"{path}: not UTF-8 text; expected a JSON object written by fer_sweep training") from None
+    if not isinstance(data, dict):
+        kind = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(type(data), "null")
+        raise ResultsError(f"{path}: a JSON {kind}, not an object; expected a JSON object written by fer_sweep training")
+    return data
+
+
+def read_results(run_dir: str | Path) -> dict[str, Any] | None:
+    """Like :func:`load_results`, but an unusable file reads as ``None`` (training reruns such a
+    job, the sweep callback counts it as failed)."""
+    try:
+        return load_results(run_dir)
+    except ResultsError:
         return None
 
 

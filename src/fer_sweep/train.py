@@ -19,21 +19,34 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
 from fer_sweep.cpu import tune_allocator
-from fer_sweep.io import file_sha256
+from fer_sweep.io import atomic_write_text, file_sha256
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
+from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
 
 
+def _instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, failing with the built class's own one-line error rather than
+    Hydra's three-line wrapper around it ("Error in call to target ...", the repr, "full_key")."""
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        if exc.__cause__ is None:
+            raise
+        raise exc.__cause__ from None
+
+
 def _instantiate_list(cfg: DictConfig | None) -> list[Any]:
-    return [hydra.utils.instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
+    return [_instantiate(c) for c in (cfg or {}).values() if c is not None and "_target_" in c]
 
 
 def _test(trainer: pl.Trainer, model, datamodule, ckpt: str | None) -> dict | None:
@@ -85,23 +98,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; returns the dict written to ``results.json``.
 
     Never raises for a bad job: invalid values, exceptions and divergence are recorded as the
-    job's status, so one failed job cannot kill a sweep."""
+    job's status, so one failed job cannot kill a sweep.  The job holds its folder for as long as
+    it runs (:func:`fer_sweep.run_folder.run_folder_lock`); a folder another live process is writing
+    fails this job at once and is left untouched."""
     out_dir = Path(cfg.paths.output_dir)
+    try:
+        with run_folder_lock(out_dir):
+            return _run_locked(cfg, out_dir)
+    except RunFolderBusy as exc:  # the folder is another process's: write nothing into it
+        log.error("%s", exc)
+        return {"status": "failed", "error": str(exc)}
+
+
+def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     previous = read_results(out_dir)
+    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     if previous and previous.get("status") == "completed" and not cfg.get("force"):
+        exclude = HydraConfig.get().job.config.override_dirname.exclude_keys if HydraConfig.initialized() else ()
+        error = other_settings(out_dir, previous.get("overrides") or [], overrides, exclude)
+        if error:  # another run's results: neither skip as if they were this run's, nor overwrite them
+            log.error("%s", error)
+            return {"status": "failed", "error": error}
         log.info("%s already completed; skipping (force=true reruns it)", out_dir)
         return previous
     results: dict[str, Any] = {
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
         "model": cfg.model.net.get("name"), "max_epochs": cfg.trainer.get("max_epochs"),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
+        "overrides": overrides,
     }
     start = time.time()
+    writer = not secondary_rank()  # under DDP rank 0 writes the run's files; the other ranks train
     try:
         validate(cfg)
-        write_results(out_dir, results)
-        OmegaConf.save(cfg, out_dir / "config.yaml", resolve=True)
+        if writer:
+            write_results(out_dir, results)
+            atomic_write_text(out_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         results = _fit_and_test(cfg, out_dir, results)
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
@@ -111,13 +143,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         results.update(status="diverged", error=str(exc))
     except Exception as exc:  # recorded, so one failed job never kills a sweep
         log.error("run failed: %s: %s (traceback in %s)", type(exc).__name__, exc, out_dir / "error.log")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "error.log").write_text(traceback.format_exc())
+        if writer:
+            atomic_write_text(out_dir / "error.log", traceback.format_exc())
         results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
     # a run resumed from last.ckpt adds the time its earlier attempts spent; a fresh rerun does not
     earlier = float((previous or {}).get("wall_time_s") or 0.0) if results.get("resumed_from_epoch") is not None else 0.0
     results["wall_time_s"] = round(time.time() - start + earlier, 2)
-    write_results(out_dir, results)
+    if writer:
+        write_results(out_dir, results)
     log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
     return results
 
@@ -127,14 +160,14 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
     if cfg.get("malloc_tuning", True):
         tune_allocator()
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
-    if cfg.get("threads"):
+    if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
     last = out_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
     # the resumed state replaces any starting weights: init_weights counts for a fresh start only
     start = load_init_weights(cfg) if cfg.get("init_weights") and not resume else None
-    datamodule = hydra.utils.instantiate(cfg.data)
-    model = hydra.utils.instantiate(cfg.model, class_names=datamodule.class_names)
+    datamodule = _instantiate(cfg.data)
+    model = _instantiate(cfg.model, class_names=datamodule.class_names)
     if resume:
         log.info("resuming from %s", resume)
     elif start is not None:
@@ -142,7 +175,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         log.info("starting from the weights of %s", results["init_weights"]["path"])
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
         results["status"] = "completed"

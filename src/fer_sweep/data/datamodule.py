@@ -4,6 +4,10 @@ Setup reads FER2013 (either layout) through the tensor cache, picks the split, o
 to 6 classes or takes a stratified subset, and logs the class counts of every split.  Batches are
 uint8 until they reach the training device; :meth:`on_after_batch_transfer` normalises them and,
 in training, augments them there (on the GPU when training runs on one).
+
+``seed=None`` (the config's ``seed: null``) means an unseeded run: one seed is drawn from the OS for
+the run (:attr:`FER2013DataModule.run_seed`), so within it epochs still differ and DDP ranks share
+one permutation; it goes into checkpoints, so a resumed run continues the same sequence.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from fer_sweep.data.augment import BatchAugment
 from fer_sweep.data.cache import load_fer2013
 from fer_sweep.data.classes import class_names, fold_to_six
 from fer_sweep.data.errors import OBTAIN_HINT, FER2013Error
-from fer_sweep.data.loader import TensorBatches, epoch_seed
+from fer_sweep.data.loader import TensorBatches, epoch_seed, fresh_seed
 from fer_sweep.data.preprocess import to_model_input
 from fer_sweep.data.splits import split_indices, stratified_split
 
@@ -32,9 +36,11 @@ def default_root() -> str | None:
 
 
 class FER2013DataModule(pl.LightningDataModule):
-    """Serve FER2013 train/val/test batches from memory."""
+    """Serve FER2013 train/val/test batches from memory; under DDP each rank gets its own shard
+    (:class:`~fer_sweep.data.loader.TensorBatches` shards itself: it is no DataLoader, so Lightning
+    adds no DistributedSampler)."""
 
-    def __init__(self, root: str | None = None, cache_dir: str | None = None, split: str = "official", split_seed: int = 12345, num_classes: int = 7, batch_size: int = 128, eval_batch_size: int = 1024, augment: BatchAugment | None = None, device_resident: bool = True, subset: float | None = None, seed: int = 0, val_fraction: float = 0.1) -> None:
+    def __init__(self, root: str | None = None, cache_dir: str | None = None, split: str = "official", split_seed: int = 12345, num_classes: int = 7, batch_size: int = 128, eval_batch_size: int = 1024, augment: BatchAugment | None = None, device_resident: bool = True, subset: float | None = None, seed: int | None = 0, val_fraction: float = 0.1) -> None:
         super().__init__()
         if root in (None, "", "None"):
             root = default_root()
@@ -46,7 +52,9 @@ class FER2013DataModule(pl.LightningDataModule):
         self.cache_dir, self.split, self.split_seed = cache_dir, split, int(split_seed)
         self.num_classes, self.batch_size, self.eval_batch_size = int(num_classes), int(batch_size), int(eval_batch_size)
         self.augment = augment or BatchAugment()
-        self.device_resident, self.subset, self.seed, self.val_fraction = device_resident, subset, int(seed), val_fraction
+        self.device_resident, self.subset, self.val_fraction = device_resident, subset, val_fraction
+        self.seed = None if seed in (None, "", "None", "null") else int(seed)
+        self._drawn_seed: int | None = None  # with seed=None: this run's seed, drawn at setup
         self.class_names = class_names(self.num_classes)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.class_counts: dict[str, list[int]] = {}
@@ -60,6 +68,8 @@ class FER2013DataModule(pl.LightningDataModule):
             self._raw = load_fer2013(self.root, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.seed is None and self._drawn_seed is None:
+            self._drawn_seed = self._draw_seed()
         if self.tensors:
             return
         raw = getattr(self, "_raw", None) or load_fer2013(self.root, self.cache_dir)
@@ -78,6 +88,36 @@ class FER2013DataModule(pl.LightningDataModule):
         log.info("FER2013 %s split, %d classes, from %s", self.split, self.num_classes, self.root)
         for name, counts in self.class_counts.items():
             log.info("  %-5s %6d  %s", name, sum(counts), ", ".join(f"{c}={n}" for c, n in zip(self.class_names, counts)))
+
+    @property
+    def run_seed(self) -> int:
+        """The seed of this run's epoch orders and augmentation: ``seed``, or with ``seed=None``
+        the one drawn for this run (at :meth:`setup`, or here when used without it)."""
+        if self.seed is not None:
+            return self.seed
+        if self._drawn_seed is None:
+            self._drawn_seed = self._draw_seed()
+        return self._drawn_seed
+
+    def _draw_seed(self) -> int:
+        """A fresh seed, broadcast from rank 0 under DDP: every rank must shuffle with the same
+        permutation for their shards to be disjoint.  Called from :meth:`setup`, which every rank
+        runs at the same point (the broadcast is a collective)."""
+        seed = fresh_seed()
+        trainer = self.trainer
+        if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+            seed = int(trainer.strategy.broadcast(seed, src=0))
+        log.info("seed=null: drew seed %d for this run's data order and augmentation", seed)
+        return seed
+
+    def state_dict(self) -> dict:
+        """With ``seed=None``, the drawn seed (Lightning stores it in checkpoints), so a run resumed
+        from ``last.ckpt`` continues its own orders rather than drawing new ones."""
+        return {"drawn_seed": self._drawn_seed} if self.seed is None and self._drawn_seed is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if self.seed is None and state_dict.get("drawn_seed") is not None:
+            self._drawn_seed, self._aug_gen = int(state_dict["drawn_seed"]), None
 
     def _move_to_training_device(self) -> None:
         device = getattr(getattr(self.trainer, "strategy", None), "root_device", None)
@@ -106,7 +146,7 @@ class FER2013DataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         x, y = self.tensors["train"]
-        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.seed, epoch_fn=self._epoch, extra=self.train_targets)
+        return TensorBatches(x, y, self.batch_size, shuffle=True, seed=self.run_seed, epoch_fn=self._epoch, extra=self.train_targets)
 
     def val_dataloader(self) -> TensorBatches:
         return TensorBatches(*self.tensors["val"], self.eval_batch_size)
@@ -128,6 +168,6 @@ class FER2013DataModule(pl.LightningDataModule):
     def _generator(self, device: torch.device) -> torch.Generator:
         epoch = self._epoch()
         if self._aug_gen is None or self._aug_epoch != epoch or self._aug_gen.device != device:
-            self._aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(self.seed, epoch, stream=1))
+            self._aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(self.run_seed, epoch, stream=1))
             self._aug_epoch = epoch
         return self._aug_gen

@@ -18,8 +18,10 @@ from __future__ import annotations
 import csv
 import logging
 import os
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -33,6 +35,9 @@ SIZE = 48
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 CSV_NAMES = ("fer2013.csv", "icml_face_data.csv")
 PREFIX_USAGE = {"Training_": TRAINING, "PublicTest_": PUBLIC_TEST, "PrivateTest_": PRIVATE_TEST}
+CSV_EXPECTED = "emotion,pixels,Usage (one 48x48 face per row as 2,304 space-separated pixel values)"
+ARCHIVE_MAGIC = {b"\x1f\x8b": "gzip", b"PK\x03\x04": "zip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"7z\xbc\xaf": "7z"}
+"""Leading bytes of the archives FER2013 is downloaded as (``fer2013.tar.gz``, Kaggle's ``.zip``)."""
 
 
 @dataclass
@@ -145,15 +150,40 @@ def _csv_columns(header: list[str], path: Path) -> tuple[int, int, int]:
     try:
         return names.index("emotion"), names.index("pixels"), names.index("usage")
     except ValueError:
-        raise FER2013Error(f"{path}: header {header!r}; expected columns emotion,pixels,Usage") from None
+        raise FER2013Error(f"{path}: header {header!r:.120}; expected columns emotion,pixels,Usage") from None
+
+
+def _refuse_archive(path: Path) -> None:
+    """A compressed download renamed (or saved) as ``.csv`` is the common binary CSV: say so
+    plainly, instead of an undecodable-byte message."""
+    with open(path, "rb") as fh:
+        start = fh.read(8)
+    kind = next((k for magic, k in ARCHIVE_MAGIC.items() if start.startswith(magic)), None)
+    if kind:
+        raise FER2013Error(f"{path}: a {kind} archive, not a text CSV; extract it first, expected fer2013.csv with columns {CSV_EXPECTED}")
+
+
+def _csv_records(path: Path) -> Iterator[list[str]]:
+    """The records of a CSV file.  A binary or non-UTF-8 file (a gzip saved as ``fer2013.csv``, a
+    spreadsheet export in another encoding) ends as one FER2013Error naming it, not as a codec or
+    csv traceback."""
+    _refuse_archive(path)
+    with open(path, newline="", encoding="utf-8-sig") as fh:  # -sig: a byte-order mark is not part of 'emotion'
+        reader = csv.reader(fh)
+        try:
+            yield from reader
+        except UnicodeDecodeError as exc:  # no line number: the text layer decodes ahead in blocks
+            raise FER2013Error(f"{path}: not UTF-8 text (undecodable byte {exc.object[exc.start:exc.start + 1]!r}); "
+                               f"expected a text CSV with columns {CSV_EXPECTED}") from None
+        except csv.Error as exc:  # e.g. a binary file's megabyte-long "line" exceeds the csv field limit
+            raise FER2013Error(f"{path}:{reader.line_num}: not parseable as CSV ({exc}); expected a text CSV with columns {CSV_EXPECTED}") from None
 
 
 def read_csv(path: Path) -> RawFER:
     """Parse the Kaggle CSV, checking every row (pixel count, numbers, label, Usage)."""
     usage_codes = {u.lower(): i for i, u in enumerate(USAGES[:3])}
     images, labels, usage, rows = [], [], [], []
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
+    with closing(_csv_records(path)) as reader:  # closing: the file is shut when a row is refused
         header = next(reader, None)
         if header is None:
             raise FER2013Error(f"{path}: empty file; expected a header emotion,pixels,Usage and 35,887 rows")
@@ -166,12 +196,12 @@ def read_csv(path: Path) -> RawFER:
             try:
                 label = int(row[ie].strip())
             except ValueError:
-                raise FER2013Error(f"{path}:{row_no}: emotion {row[ie]!r}; expected an integer 0-6") from None
+                raise FER2013Error(f"{path}:{row_no}: emotion {row[ie]!r:.40}; expected an integer 0-6") from None
             if not 0 <= label <= 6:
                 raise FER2013Error(f"{path}:{row_no}: emotion {label}; expected 0-6 ({', '.join(CLASS_NAMES)})")
             u = usage_codes.get(row[iu].strip().lower())
             if u is None:
-                raise FER2013Error(f"{path}:{row_no}: Usage {row[iu]!r}; expected Training, PublicTest or PrivateTest")
+                raise FER2013Error(f"{path}:{row_no}: Usage {row[iu]!r:.40}; expected Training, PublicTest or PrivateTest")
             tokens = row[ip].split()
             if len(tokens) != SIZE * SIZE:
                 raise FER2013Error(f"{path}:{row_no}: {len(tokens)} pixel values; expected {SIZE * SIZE} (48x48)")
@@ -228,6 +258,26 @@ def fingerprint_entries(layout: str, path: Path) -> list[tuple[str, int, int]]:
         st = (path / rel).stat()
         out.append((rel, st.st_size, st.st_mtime_ns))
     return out
+
+
+def has_public_test(root: str | os.PathLike) -> bool | None:
+    """Whether the copy at ``root`` holds PublicTest images, found without decoding any: the
+    official split validates on PublicTest when there is one and carves val from Training otherwise
+    (:func:`fer_sweep.data.splits.split_indices`), and the sweep report labels val accordingly.
+    ``None`` when the copy is missing or unreadable (the report then says just "val")."""
+    try:
+        layout, path = detect_layout(root)
+        if layout == "folders":
+            return any(_usage_for(rel) == PUBLIC_TEST for rel, _ in list_image_files(path))
+        with open(path, "rb") as fh:  # Usage values are the only text a pixel row cannot contain
+            tail = b""
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                if b"publictest" in (tail + block).lower():
+                    return True
+                tail = block[-16:]
+        return False
+    except (FER2013Error, OSError):
+        return None
 
 
 def read_raw(root: str | os.PathLike) -> RawFER:

@@ -5,6 +5,7 @@ a video, an image or a folder of images.  Exit codes: 0 done (also when stopped 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 
@@ -35,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector-model", metavar="PATH", help="model file of the detector (YuNet ONNX for yunet; a cascade XML for haar)")
     p.add_argument("--min-face", type=float, metavar="SIZE",
                    help=f"smallest face to find: pixels, or a fraction < 1 of the shorter image side (default {DEFAULT_MIN_FACE})")
-    p.add_argument("--margin", type=float, default=DEFAULT_MARGIN, help="grow face boxes by this fraction before cropping (default %(default)s)")
+    p.add_argument("--margin", type=float, metavar="FRACTION",
+                   help=f"grow face boxes by this fraction (>= 0) before cropping (default {DEFAULT_MARGIN}; "
+                        "not with --detector full, whose whole image is the face and is cropped as is)")
     p.add_argument("--out", metavar="DIR", help="write annotated video/images, detections.csv/.jsonl, emotions.png, summary.json here")
     p.add_argument("--no-show", action="store_true", help="never open a window (headless)")
     p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTHING, metavar="ALPHA",
@@ -44,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="videos/webcam: classify each tracked face every N-th frame, reuse its averaged probabilities in between (default 1)")
     p.add_argument("--no-bars", action="store_true", help="draw only box and label, no probability bars")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network (default: 1)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for the network, >= 1 (default: 1)")
     p.add_argument("--no-optimise", action="store_true",
                    help="videos/webcam: keep the eager network instead of the faster traced one (saves a second or so at start)")
     p.add_argument("--no-overlap", action="store_true",
@@ -72,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     import cv2
     import torch
 
+    from fer_sweep.demo.detectors import make_detector
     from fer_sweep.demo.errors import DemoError, one_line
     from fer_sweep.demo.pipeline import run
-    from fer_sweep.demo.predictor import Predictor
+    from fer_sweep.demo.predictor import DEFAULT_MARGIN, Predictor
 
     if not args.verbose:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # one-line errors, no OpenCV/FFmpeg chatter
-    torch.set_num_threads(max(1, args.threads or 1))
 
     def err(msg: str) -> None:
         print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
@@ -94,9 +97,17 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"--classify-every {args.classify_every}: expected a positive number")
         if not 0 <= args.smooth <= 1:
             raise DemoError(f"--smooth {args.smooth}: expected a weight between 0 and 1")
-        predictor = Predictor.from_checkpoint(args.ckpt, margin=args.margin)
-        summary = run(args.source, predictor=predictor, detector=args.detector,
-                      detector_options={"model": args.detector_model, "min_face": args.min_face},
+        if args.margin is not None and not 0 <= args.margin < math.inf:  # -1 or less would crash OpenCV's crop
+            raise DemoError(f"--margin {args.margin:g}: expected a fraction >= 0 of the face box (e.g. {DEFAULT_MARGIN})")
+        if args.threads is not None and args.threads < 1:
+            raise DemoError(f"--threads {args.threads}: expected a positive number of CPU threads")
+        torch.set_num_threads(args.threads or 1)
+        detector = make_detector(args.detector, model=args.detector_model, min_face=args.min_face)
+        if args.margin is not None and getattr(detector, "crop_margin", None) is not None:
+            raise DemoError(f"--margin {args.margin:g}: not used with --detector {args.detector}, whose box is "
+                            f"the face crop itself (cropped with margin {detector.crop_margin:g})")
+        predictor = Predictor.from_checkpoint(args.ckpt, margin=DEFAULT_MARGIN if args.margin is None else args.margin)
+        summary = run(args.source, predictor=predictor, detector=detector,
                       out_dir=args.out, show=False if args.no_show else True, smoothing=args.smooth,
                       max_frames=args.max_frames, bars=not args.no_bars, classify_every=args.classify_every,
                       optimise=False if args.no_optimise else None, overlap=False if args.no_overlap else None,

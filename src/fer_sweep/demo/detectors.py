@@ -47,6 +47,9 @@ class FaceDetector(ABC):
     """Finds faces in a BGR (or grayscale) image."""
 
     name: str = ""
+    crop_margin: float | None = None
+    """Margin to crop this detector's boxes with; None: the predictor's (``--margin``).  A detector
+    whose box already is the face crop sets 0, so the face reaches the network unchanged."""
 
     @abstractmethod
     def detect(self, image: np.ndarray) -> list[Box]:
@@ -281,6 +284,9 @@ class FullFrameDetector(FaceDetector):
     """The whole image is one face (for already-cropped faces)."""
 
     name = "full"
+    crop_margin = 0.0
+    """No margin: a margin would pad the crop with a replicated border and shrink it back to 48x48,
+    so a FER2013 face would reach the network zoomed out instead of exactly as ``evaluate`` feeds it."""
 
     def detect(self, image: np.ndarray) -> list[Box]:
         return [(0, 0, int(image.shape[1]), int(image.shape[0]))]

@@ -8,7 +8,10 @@
 * ``summary.json``: what ran, counts, and the error that stopped it, if any.
 
 Tables are flushed after every frame; :meth:`Recorder.close` (also on errors, via ``with``)
-finishes the video and draws the figure from what was recorded.
+finishes the video and draws the figure from what was recorded.  Annotated images, the figure and
+``summary.json`` are written to a temp file beside the target and renamed over it
+(:func:`fer_sweep.io.atomic_write`), so a crash or Ctrl+C never leaves a truncated one, nor spoils
+the one of an earlier run into the same folder.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 from fer_sweep.demo.detectors import Box
 from fer_sweep.demo.errors import DemoError
 from fer_sweep.demo.sources import Frame
+from fer_sweep.io import atomic_write, atomic_write_text
 
 NO_FACE = "no_face"
 """``label`` of the CSV row that records a frame without faces."""
@@ -126,7 +130,8 @@ class Timeline:
         return np.asarray(self.times), p
 
     def save(self, path: str | os.PathLike, title: str = "") -> Path | None:
-        """Write the figure (matplotlib, Agg backend); None when there is nothing to plot."""
+        """Write the figure (matplotlib, Agg backend; the format from the suffix of ``path``, PNG
+        without one), atomically; None when there is nothing to plot."""
         if not self.times:
             return None
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: works headless, any backend
@@ -160,8 +165,8 @@ class Timeline:
         ax2.set_ylabel("top", rotation=0, ha="right", va="center")
         ax2.set_xlabel("time (s)")
         fig.tight_layout()
-        fig.savefig(str(path))
-        return Path(path)
+        fmt = Path(path).suffix.lstrip(".").lower() or "png"  # the temp file's name ends in .tmp: say the format
+        return atomic_write(path, lambda tmp: fig.savefig(str(tmp), format=fmt))
 
 
 class Recorder:
@@ -211,9 +216,9 @@ class Recorder:
                 path = self.image_dir / name
                 if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}:
                     path = path.with_suffix(".png")
-                ok, buf = cv2.imencode(path.suffix, annotated)
+                ok, buf = cv2.imencode(path.suffix, annotated)  # encoded by the target's suffix, so the temp name may differ
                 if ok:
-                    buf.tofile(str(path))
+                    atomic_write(path, lambda tmp: buf.tofile(str(tmp)))
 
     def close(self, error: str | None = None, **extra: Any) -> dict[str, str]:
         """Finish every output (idempotent); returns the written paths by kind."""
@@ -243,7 +248,7 @@ class Recorder:
                    "labels": dict(self.labels.most_common()), **extra, "outputs": dict(self.paths),
                    "error": error, "problems": problems}
         path = self.out_dir / "summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=_jsonable) + "\n", encoding="utf-8")
+        atomic_write_text(path, json.dumps(summary, indent=2, default=_jsonable) + "\n")  # ASCII (ensure_ascii)
         self.paths["summary"] = str(path)
         return self.paths
 

@@ -76,12 +76,13 @@ class Recognizer:
     def __call__(self, image: np.ndarray, frame: Frame | None = None, boxes: list[Box] | None = None) -> FrameResult:
         """Detect (unless ``boxes`` of ``image`` are given, e.g. by :func:`detect_ahead`), classify, smooth."""
         boxes = list(self.detector.detect(image)) if boxes is None else list(boxes)
+        margin = getattr(self.detector, "crop_margin", None)  # 0 for ``full``: its box is the face crop
         if self.smoother is None:
-            raw = self.predictor.predict(image, boxes)
+            raw = self.predictor.predict(image, boxes, margin)
             return FrameResult(boxes, raw, self.class_names, None, raw, frame)
         tracks = self.smoother.tracker.update(boxes)
         todo = [i for i, t in enumerate(tracks) if t.probs is None or t.since_classified + 1 >= self.classify_every]
-        fresh = self.predictor.predict(image, [boxes[i] for i in todo])
+        fresh = self.predictor.predict(image, [boxes[i] for i in todo], margin)
         probs = np.zeros((len(boxes), len(self.class_names)), np.float32)
         raw = probs.copy()
         for i, t in enumerate(tracks):

@@ -2,11 +2,14 @@
 
 Faces go through exactly the training preprocessing (:func:`~fer_sweep.data.preprocess.face_crop_to_48`
 then :func:`~fer_sweep.data.preprocess.to_model_input`, inside
-:func:`~fer_sweep.models.predict.predict_proba`), so the network sees what it was trained on.
+:func:`~fer_sweep.models.predict.predict_proba`), so the network sees what it was trained on.  Boxes
+of the ``full`` detector are cropped with no margin: a 48x48 face then goes through bit-identical
+to what ``python -m fer_sweep.evaluate`` feeds the network.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +29,8 @@ from fer_sweep.models.registry import CheckpointError, load_checkpoint
 DEFAULT_MARGIN = 0.05
 """Grow detector boxes by this fraction before cropping.  Haar boxes on FER2013 faces pasted into
 frames come out about 4% smaller than the FER2013 crop itself (median 154 px for a 160 px face), so
-this makes live crops frame the face as the training images do."""
+this makes live crops frame the face as the training images do.  Not used for the ``full``
+detector, whose box is already the face crop (its ``crop_margin`` is 0)."""
 
 
 def default_model_path(directory: str | os.PathLike | None = None) -> Path:
@@ -55,6 +59,8 @@ class Predictor:
         self.eager = self.net
         self.class_names = tuple(class_names)
         self.margin = float(margin)
+        if not 0 <= self.margin < math.inf:  # a negative one shrinks the crop, -1 or less crashes OpenCV
+            raise DemoError(f"margin={margin}: expected a fraction >= 0 of the face box (e.g. {DEFAULT_MARGIN})")
         self.source = source
         self.optimised = False
         self._check()
@@ -111,14 +117,16 @@ class Predictor:
             raise DemoError(f"{where}: network gives outputs of shape {tuple(out.shape)} but the checkpoint names "
                             f"{len(self.class_names)} classes")
 
-    def crops(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """The ``(N, 48, 48)`` uint8 face crops of ``boxes`` in ``image``."""
+    def crops(self, image: np.ndarray, boxes: Sequence[Box], margin: float | None = None) -> np.ndarray:
+        """The ``(N, 48, 48)`` uint8 face crops of ``boxes`` in ``image``, grown by ``margin``
+        (None: :attr:`margin`; the recognizer passes its detector's ``crop_margin``)."""
+        margin = self.margin if margin is None else float(margin)
         if not len(boxes):
             return np.zeros((0, SIZE, SIZE), np.uint8)
         gray = image
         if image.ndim == 3:
             gray = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
-        return np.stack([face_crop_to_48(gray, tuple(int(v) for v in box), self.margin) for box in boxes])
+        return np.stack([face_crop_to_48(gray, tuple(int(v) for v in box), margin) for box in boxes])
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """Probabilities ``(N, C)`` (rows sum to 1) for uint8 ``(N, 48, 48)`` crops, in one batch."""
@@ -126,6 +134,7 @@ class Predictor:
             return np.zeros((0, len(self.class_names)), np.float32)
         return predict_proba(self.net, crops, batch_size=max(1, len(crops)))
 
-    def predict(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """Probabilities ``(N, C)`` for the faces ``boxes`` of ``image`` (BGR or grayscale), one batch."""
-        return self.predict_crops(self.crops(image, boxes))
+    def predict(self, image: np.ndarray, boxes: Sequence[Box], margin: float | None = None) -> np.ndarray:
+        """Probabilities ``(N, C)`` for the faces ``boxes`` of ``image`` (BGR or grayscale), one batch
+        (``margin`` as in :meth:`crops`)."""
+        return self.predict_crops(self.crops(image, boxes, margin))

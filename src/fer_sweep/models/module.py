@@ -4,10 +4,16 @@ Every epoch yields one record - epoch, train loss, val loss, learning rate, trai
 accuracy - kept in :attr:`FERClassifier.history` for the metrics writer.  Losses are summed on the
 device and checked once per epoch, so a NaN/inf loss ends the run as *diverged* without a
 per-step host sync.  Test collects accuracy, macro-F1 and the confusion matrix.
+
+Under DDP every rank sees its own shard of each split (:class:`fer_sweep.data.loader.TensorBatches`),
+so the epoch's loss sums are added across ranks once per epoch (:meth:`FERClassifier._mean`) and the
+torchmetrics states are summed at ``compute``; no step runs a collective, so eval shards may differ
+in size.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable
 
@@ -17,9 +23,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from fer_sweep.data.loader import epoch_seed
+from fer_sweep.data.loader import epoch_seed, fresh_seed
 from fer_sweep.models.distill import distillation_loss, teacher_probabilities
 from fer_sweep.models.registry import net_spec
+
+log = logging.getLogger(__name__)
 
 
 class DivergedError(RuntimeError):
@@ -33,7 +41,7 @@ class FERClassifier(pl.LightningModule):
     ``(1 - distill_weight) * CE(labels) + distill_weight * T^2 KL(teacher_T || student_T)`` with the
     teacher's probabilities computed once on the clean training faces (:mod:`fer_sweep.models.distill`)."""
 
-    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict | None = None, num_classes: int = 7, class_names: tuple[str, ...] | list[str] | None = None, label_smoothing: float = 0.0, class_weighted: bool = False, fc_weight_decay: float = 0.0, channels_last: bool = False, seed: int = 0,
+    def __init__(self, net: nn.Module, optimizer: Callable[..., torch.optim.Optimizer], scheduler: dict | None = None, num_classes: int = 7, class_names: tuple[str, ...] | list[str] | None = None, label_smoothing: float = 0.0, class_weighted: bool = False, fc_weight_decay: float = 0.0, channels_last: bool = False, seed: int | None = 0,
                  teacher: str | None = None, teacher_tta: str = "flip", distill_weight: float = 0.5, distill_temperature: float = 2.0) -> None:
         super().__init__()
         if teacher in ("", "None", "null"):
@@ -47,7 +55,9 @@ class FERClassifier(pl.LightningModule):
         self.net, self.optimizer_factory, self.scheduler_cfg = net, optimizer, scheduler
         self.num_classes, self.label_smoothing, self.class_weighted = num_classes, label_smoothing, class_weighted
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
-        self.fc_weight_decay, self.channels_last, self.seed = fc_weight_decay, channels_last, seed
+        self.fc_weight_decay, self.channels_last = fc_weight_decay, channels_last
+        self.seed = None if seed in (None, "", "None", "null") else int(seed)
+        self._drawn_seed: int | None = None  # with seed=None: this run's dropout seed, drawn at setup
         self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -69,6 +79,8 @@ class FERClassifier(pl.LightningModule):
 
     # -- loss ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        if self.seed is None and self._drawn_seed is None:
+            self._drawn_seed = self._draw_seed()
         dm = getattr(self.trainer, "datamodule", None)
         if self.class_weighted and dm is not None and hasattr(dm, "class_weights"):
             self.class_weight = dm.class_weights().to(self.device)
@@ -77,6 +89,25 @@ class FERClassifier(pl.LightningModule):
                 raise ValueError(f"model.teacher={self.teacher}: distillation needs the FER2013 datamodule (its train faces)")
             faces, _ = dm.tensors["train"]
             dm.set_train_targets(teacher_probabilities(self.teacher, faces, self.teacher_tta, getattr(dm, "cache_dir", None), num_classes=self.num_classes))
+
+    @property
+    def run_seed(self) -> int:
+        """``seed``, or with ``seed=None`` the one drawn for this run (kept in checkpoints)."""
+        if self.seed is not None:
+            return self.seed
+        if self._drawn_seed is None:
+            self._drawn_seed = self._draw_seed()
+        return self._drawn_seed
+
+    def _draw_seed(self) -> int:
+        """A fresh seed, the same on every DDP rank (as a configured one would be); :meth:`setup`
+        calls it on every rank at the same point, since the broadcast is a collective."""
+        seed = fresh_seed()
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            seed = int(trainer.strategy.broadcast(seed, src=0))
+        log.info("seed=null: drew seed %d for this run's dropout", seed)
+        return seed
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
         weight = self.class_weight if self.class_weighted else None
@@ -92,15 +123,22 @@ class FERClassifier(pl.LightningModule):
             self._sums[key + "_n"] = torch.tensor(float(n), device=total.device)
 
     def _mean(self, key: str) -> float:
-        if key not in self._sums:
+        """The epoch's mean of ``key`` over all ranks' samples.  Under DDP the ranks see disjoint
+        shards, so their sums and counts are added: one all-reduce per epoch, run by every rank
+        (also one with no batches, so none waits alone)."""
+        total, n = self._sums.pop(key, None), self._sums.pop(key + "_n", None)
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            local = torch.stack([total.float(), n.float()]) if total is not None else torch.zeros(2, device=self.device)
+            total, n = trainer.strategy.reduce(local, reduce_op="sum")
+        if total is None:
             return math.nan
-        value = (self._sums.pop(key) / self._sums.pop(key + "_n")).item()
-        return value
+        return (total / n).item()
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         # Dropout draws from the global RNG: seed it from (seed, epoch) so a resumed run repeats it.
-        torch.manual_seed(epoch_seed(self.seed, self.current_epoch, stream=2))
+        torch.manual_seed(epoch_seed(self.run_seed, self.current_epoch, stream=2))
         self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else math.nan
         self._train_record = None
 
@@ -197,7 +235,12 @@ class FERClassifier(pl.LightningModule):
     # -- checkpoints describe their own network ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fer_sweep"] = {"net": net_spec(self.net), "class_names": list(self.class_names), "history": list(self.history)}
+        if self.seed is None and self._drawn_seed is not None:  # seed=null: resume continues this run's draws
+            checkpoint["fer_sweep"]["drawn_seed"] = self._drawn_seed
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("fer_sweep", {}).get("history", []))
+        drawn = checkpoint.get("fer_sweep", {}).get("drawn_seed")
+        if self.seed is None and drawn is not None:
+            self._drawn_seed = int(drawn)
         self.resumed_from_epoch = int(checkpoint.get("epoch", -1)) + 1  # read by train.run for results.json

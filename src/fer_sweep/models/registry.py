@@ -58,16 +58,54 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except Exception as exc:
         raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
     meta = ckpt.get("fer_sweep") if isinstance(ckpt, dict) else None
-    if not meta or "net" not in meta:
+    if not isinstance(meta, dict) or "net" not in meta:
         raise CheckpointError(f"{path}: not a fer_sweep checkpoint (no 'fer_sweep' network description); expected a file written by fer_sweep training")
-    net = build_net(meta["net"]["name"], **meta["net"].get("kwargs", {}))
-    state = _dequantize(path, ckpt["state_dict"], ckpt.get("int8_scales") or {})
+    name, kwargs = _net_description(path, meta)
+    try:
+        net = build_net(name, **kwargs)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # kwargs the network's constructor refuses
+        raise CheckpointError(f"{path}: network {name!r} cannot be built from kwargs {kwargs!r} ({str(exc).splitlines()[0][:200]}); "
+                              "expected the constructor arguments fer_sweep wrote") from None
+    state = _state_dict(path, ckpt)
+    scales = ckpt.get("int8_scales") or {}
+    if not isinstance(scales, dict):
+        raise CheckpointError(f"{path}: 'int8_scales' is a {type(scales).__name__}; expected a dict of weight name -> per-channel scale tensor")
+    state = _dequantize(path, state, scales)
     state = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")} or state
     try:
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit network {meta['net']['name']} ({str(exc).splitlines()[0][:200]})") from None
-    return net.eval(), list(meta.get("class_names", [])), meta
+        raise CheckpointError(f"{path}: weights do not fit network {name} ({str(exc).splitlines()[0][:200]})") from None
+    names = meta.get("class_names") or []
+    if not isinstance(names, (list, tuple)) or not all(isinstance(c, str) for c in names):
+        raise CheckpointError(f"{path}: fer_sweep 'class_names' is {names!r:.80}; expected a list of class-name strings")
+    return net.eval(), list(names), meta
+
+
+def _net_description(path: Path, meta: dict) -> tuple[str, dict]:
+    """``(name, kwargs)`` of ``meta["net"]``, checked here so that a hand-edited or foreign file
+    fails as a CheckpointError naming it rather than as a KeyError/TypeError deep in a caller."""
+    spec = meta["net"]
+    expected = "expected {'name': <one of " + ", ".join(sorted(NETWORKS)) + ">, 'kwargs': {...}}"
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise CheckpointError(f"{path}: fer_sweep 'net' is {spec!r:.80}; {expected}")
+    kwargs = spec.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise CheckpointError(f"{path}: fer_sweep 'net' kwargs are {kwargs!r:.80}; {expected}")
+    return spec["name"], kwargs
+
+
+def _state_dict(path: Path, ckpt: dict) -> dict:
+    """The checkpoint's weights: a dict of tensor name -> tensor (a Lightning ``.ckpt`` and an
+    exported ``.pt`` both store it as ``state_dict``)."""
+    state = ckpt.get("state_dict")
+    if state is None:
+        raise CheckpointError(f"{path}: fer_sweep metadata but no 'state_dict'; expected the network's weights next to it (a file written by fer_sweep training or export)")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: 'state_dict' is not a dict of tensors; expected weight name -> tensor (a file written by fer_sweep training or export)")
+    return state
 
 
 def _dequantize(path: Path, state: dict, scales: dict) -> dict:
@@ -78,7 +116,7 @@ def _dequantize(path: Path, state: dict, scales: dict) -> dict:
     out = dict(state)
     for key, scale in scales.items():
         q = state.get(key)
-        if q is None or q.dtype != torch.int8 or scale.dim() != 1 or scale.numel() != q.shape[0]:
+        if not isinstance(scale, torch.Tensor) or q is None or q.dtype != torch.int8 or scale.dim() != 1 or scale.numel() != q.shape[0]:
             raise CheckpointError(f"{path}: int8 scale for {key!r} does not match its weight; expected one float scale per output channel")
         out[key] = q.float() * scale.float().view(-1, *([1] * (q.dim() - 1)))
     return out

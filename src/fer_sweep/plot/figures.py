@@ -7,10 +7,12 @@ and diverged runs are dotted and stay out of the mean.  Colours come from :mod:`
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -22,7 +24,7 @@ from fer_sweep.plot.style import group_colors
 
 FORMATS = ("png", "pdf")
 FIGURES: dict[str, str] = {
-    "val_acc": "Val accuracy (PublicTest) per epoch",
+    "val_acc": "Val accuracy per epoch",
     "train_acc": "Train accuracy per epoch",
     "loss": "Train and val loss per epoch",
     "lr": "Learning rate per epoch",
@@ -173,8 +175,11 @@ def curve_figure(groups: dict[str, Sequence[Job]], column: str, title: str, ylab
     return fig
 
 
-def val_acc_figure(groups, colors=None) -> Figure:
-    return curve_figure(groups, "val_acc", FIGURES["val_acc"], "val accuracy (%)", note="val = PublicTest, the study's 'test' accuracy", colors=colors)
+def val_acc_figure(groups, colors=None, val: str | None = "auto") -> Figure:
+    """``val``: what val is, in words (default: :func:`val_source` of the jobs; ``None``: unknown)."""
+    source = val_source(j for js in groups.values() for j in js) if val == "auto" else val
+    note = f"val = {source}, the study's 'test' accuracy" if source else "val: the runs' validation split, the study's 'test' accuracy"
+    return curve_figure(groups, "val_acc", FIGURES["val_acc"], "val accuracy (%)", note=note, colors=colors)
 
 
 def train_acc_figure(groups, colors=None) -> Figure:
@@ -279,8 +284,63 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = FORMATS,
     return out
 
 
-def all_figures(groups: dict[str, Sequence[Job]], colors: dict[str, str] | None = None) -> dict[str, Figure]:
-    """Every report figure, by file stem (see :data:`FIGURES`)."""
+def all_figures(groups: dict[str, Sequence[Job]], colors: dict[str, str] | None = None, val: str | None = "auto") -> dict[str, Figure]:
+    """Every report figure, by file stem (see :data:`FIGURES`); ``val`` as in :func:`val_acc_figure`."""
     colors = colors or group_colors(groups)
-    return {name: build(groups, colors=colors) for name, build in BUILDERS.items()}
+    return {name: build(groups, colors=colors, **({"val": val} if name == "val_acc" else {})) for name, build in BUILDERS.items()}
+
+
+# --------------------------------------------------------------------------- what "val" is
+
+def val_source(jobs: Iterable[Job]) -> str | None:
+    """What the jobs validated on, in words ("PublicTest", "30% of Training (data.split=study)", ...),
+    or ``None`` when no job says or the jobs differ, so that labels fall back to a neutral "val".
+
+    Val is not always PublicTest: :func:`fer_sweep.data.splits.split_indices` carves it from
+    Training under ``data.split=study``, and under ``official`` too when the copy has no PublicTest
+    (image folders without file-name prefixes).  Each job's ``config.yaml`` records its data
+    settings; the copy at its ``data.root`` tells whether PublicTest exists (checked once per root)."""
+    public: dict[str, bool | None] = {}
+    found = {s for s in (_job_val_source(j, public) for j in jobs) if s is not None}
+    return found.pop() if len(found) == 1 else None
+
+
+def _split_default(name: str) -> Any:
+    from fer_sweep.data.splits import split_indices
+
+    return inspect.signature(split_indices).parameters[name].default
+
+
+def _recorded_data_settings(job: Job) -> dict | None:
+    """The ``data`` section of the job's resolved ``config.yaml`` (else Hydra's own copy)."""
+    for f in (job.path / "config.yaml", job.path / ".hydra" / "config.yaml"):
+        try:
+            data = (yaml.safe_load(f.read_text()) or {}).get("data")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def _job_val_source(job: Job, public: dict[str, bool | None]) -> str | None:
+    from fer_sweep.data.readers import has_public_test
+
+    data = _recorded_data_settings(job)
+    if data is None:
+        return None
+    split = data.get("split", "official")
+    if split == "study":
+        return f"{_split_default('study_holdout'):.0%} of Training (data.split=study)"
+    root = data.get("root")
+    if split != "official" or not isinstance(root, str) or "${" in root or not Path(root).expanduser().is_absolute():
+        return None  # an unresolved or relative root cannot be checked from here
+    if root not in public:
+        public[root] = has_public_test(root)
+    if public[root] is None:
+        return None
+    if public[root]:
+        return "PublicTest"
+    fraction = data.get("val_fraction", _split_default("val_fraction"))  # the datamodule's default is the same
+    return f"{fraction:.0%} of Training (the copy has no PublicTest)" if isinstance(fraction, (int, float)) else None
 

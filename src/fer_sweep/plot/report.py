@@ -38,6 +38,8 @@ class Analysis:
     comparisons: list[stats.Comparison]
     colors: dict[str, str]
     sources: list[str] = field(default_factory=list)
+    val_source: str | None = None
+    """What val is, in words (:func:`fer_sweep.plot.figures.val_source`); ``None``: unknown."""
 
     @property
     def group_name(self) -> str:
@@ -69,6 +71,7 @@ def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, me
     return Analysis(
         jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
         comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha), colors=group_colors(groups), sources=[str(s) for s in sources],
+        val_source=F.val_source(jobs),
     )
 
 
@@ -108,6 +111,12 @@ def _common(a: Analysis) -> str:
     return ", ".join(parts)
 
 
+def _val_words(a: Analysis) -> str:
+    if a.val_source:
+        return a.val_source
+    return "the runs' validation split (which images it holds could not be told from the jobs' config.yaml and data copy)"
+
+
 def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
     """``report.md``: status, summary, tests, milestones, figures and the job list."""
     files = files or {}
@@ -128,7 +137,7 @@ def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
     lines += [
         f"## Summary per {g}", "",
         "Completed runs only. Accuracies in %, mean ± std over seeds (sample std) and the 95% t-interval of the mean. "
-        "*val* is PublicTest (the study's \"test\" accuracy); *PrivateTest* is the held-out test set, scored with the checkpoint of best val accuracy. "
+        f"*val* is {_val_words(a)} (the study's \"test\" accuracy); *PrivateTest* is the held-out test set, scored with the checkpoint of best val accuracy. "
         "Epochs to 50%/55%: mean over the runs that reach that val accuracy (how many in brackets).", "",
         T.summary_markdown(a.summaries, g),
         "## Pairwise comparisons", "",
@@ -153,7 +162,7 @@ def write_report(a: Analysis, out_dir: str | Path) -> dict[str, Any]:
     """Write figures, tables and ``report.md`` under ``out_dir``; returns ``{"out", "figures", "tables", "report"}``."""
     out = Path(out_dir)
     files: dict[str, Any] = {"out": out, "figures": {}, "tables": {}}
-    figs = F.all_figures(a.groups, colors=a.colors)
+    figs = F.all_figures(a.groups, colors=a.colors, val=a.val_source)
     for stem, fig in figs.items():
         paths = F.save_figure(fig, out / FIGURE_DIR / stem)
         files["figures"][stem] = {p.suffix[1:]: p for p in paths}

@@ -7,6 +7,7 @@ the exit status see all jobs, including those that ran in worker processes.
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fer_sweep.results import read_results
+from fer_sweep.run_folder import folder_holder, other_settings, secondary_rank
 from fer_sweep.sweep import state
 from fer_sweep.sweep.summary import write_summary
 
@@ -21,10 +23,34 @@ log = logging.getLogger(__name__)
 
 
 class SweepBookkeeping(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a single run whose folder another live process is writing, before Hydra saves its
+        ``.hydra/`` files and log there (the job's own lock, in :func:`fer_sweep.train.run`, comes
+        after them; sweep jobs rely on that one, their folders being named by their overrides)."""
+        if secondary_rank():  # a DDP rank Lightning relaunched into rank 0's (locked) folder
+            return
+        out = Path(str(config.hydra.run.dir))  # the folder Hydra is about to use (same cached ${now:})
+        holder = folder_holder(out)
+        if holder is not None:
+            print(f"fer_sweep: {out}: already being written by {holder}; wait for it to finish, or give this run "
+                  "another folder (hydra.run.dir=...)", file=sys.stderr)
+            sys.exit(1)
+
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if secondary_rank():  # rank 0 reports the run
+            return
         out = Path(config.hydra.runtime.output_dir)
+        holder = folder_holder(out)  # this job has let go of its folder by now
+        if holder is not None:  # the job found it busy and left it alone
+            state.FAILED.append(f"{out} (not run: being written by {holder})")
+            return
         res = read_results(out) or {"status": "failed"}
-        if res.get("status") != "completed":
+        if res.get("status") == "completed":  # this run's, or another's that the job refused to take for its own
+            other = other_settings(out, res.get("overrides") or [], list(config.hydra.overrides.task),
+                                   config.hydra.job.config.override_dirname.exclude_keys)
+            if other:
+                state.FAILED.append(f"{out} (not run: {other})")
+        else:
             state.FAILED.append(f"{out} ({res.get('status')}: {res.get('error', '')})")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
