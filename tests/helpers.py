@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 from hydra import compose, initialize_config_module
 
 from fer_sweep.config import register_resolvers
@@ -28,3 +30,13 @@ def run_cli(args: list[str], cwd: Path | None = None, timeout: float = 600, modu
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("FER_SWEEP_RUN_ID", None)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or PROJECT_ROOT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """For test modules that import it (autouse there): these tests check results, not speed, and
+    one thread keeps them quick on a shared 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

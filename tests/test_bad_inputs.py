@@ -31,16 +31,11 @@ from fer_sweep.io import atomic_write_text
 from fer_sweep.models.registry import CheckpointError, build_net, load_checkpoint, net_spec
 from fer_sweep.results import ResultsError, load_results, read_results, write_results
 from fer_sweep.sweep.collect import collect, read_metrics
+from helpers import one_torch_thread  # noqa: F401 (an autouse fixture: one torch thread in every test here)
 
 USAGES = ("Training", "PublicTest", "PrivateTest")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def one_line(text: str, *fragments: str) -> str:

@@ -38,6 +38,7 @@ from fer_sweep.models.predict import (
 from fer_sweep.models.registry import build_net, net_spec
 from fer_sweep.weights import SHIPPED_NAMES, default_model, resolve_model, shipped_models, weights_dir
 from fer_sweep.weights.card import CARD, MANIFEST, render_card
+from helpers import one_torch_thread  # noqa: F401 (an autouse fixture: one torch thread in every test here)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = shipped_models()
@@ -46,13 +47,6 @@ USAGE_NAMES = ("Training", "PublicTest", "PrivateTest")
 
 # ------------------------------------------------------------------------------ helpers
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tests check results, not speed: one thread keeps them quick on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_net(name: str = "deep_emotion", seed: int = 0, **kwargs) -> torch.nn.Module:

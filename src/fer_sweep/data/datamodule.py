@@ -24,7 +24,7 @@ from fer_sweep.data.augment import BatchAugment
 from fer_sweep.data.cache import load_fer2013
 from fer_sweep.data.classes import class_names, fold_to_six
 from fer_sweep.data.errors import OBTAIN_HINT, FER2013Error
-from fer_sweep.data.loader import TensorBatches, epoch_seed, fresh_seed
+from fer_sweep.data.loader import DrawnSeed, TensorBatches, draw_shared_seed, epoch_seed
 from fer_sweep.data.preprocess import to_model_input
 from fer_sweep.data.splits import split_indices, stratified_split
 
@@ -35,7 +35,7 @@ def default_root() -> str | None:
     return os.environ.get("FER2013_ROOT")
 
 
-class FER2013DataModule(pl.LightningDataModule):
+class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
     """Serve FER2013 train/val/test batches from memory; under DDP each rank gets its own shard
     (:class:`~fer_sweep.data.loader.TensorBatches` shards itself: it is no DataLoader, so Lightning
     adds no DistributedSampler)."""
@@ -89,26 +89,8 @@ class FER2013DataModule(pl.LightningDataModule):
         for name, counts in self.class_counts.items():
             log.info("  %-5s %6d  %s", name, sum(counts), ", ".join(f"{c}={n}" for c, n in zip(self.class_names, counts)))
 
-    @property
-    def run_seed(self) -> int:
-        """The seed of this run's epoch orders and augmentation: ``seed``, or with ``seed=None``
-        the one drawn for this run (at :meth:`setup`, or here when used without it)."""
-        if self.seed is not None:
-            return self.seed
-        if self._drawn_seed is None:
-            self._drawn_seed = self._draw_seed()
-        return self._drawn_seed
-
-    def _draw_seed(self) -> int:
-        """A fresh seed, broadcast from rank 0 under DDP: every rank must shuffle with the same
-        permutation for their shards to be disjoint.  Called from :meth:`setup`, which every rank
-        runs at the same point (the broadcast is a collective)."""
-        seed = fresh_seed()
-        trainer = self.trainer
-        if trainer is not None and getattr(trainer, "world_size", 1) > 1:
-            seed = int(trainer.strategy.broadcast(seed, src=0))
-        log.info("seed=null: drew seed %d for this run's data order and augmentation", seed)
-        return seed
+    def _draw_seed(self) -> int:  # the seed of run_seed when seed=None
+        return draw_shared_seed(self.trainer, "this run's data order and augmentation")
 
     def state_dict(self) -> dict:
         """With ``seed=None``, the drawn seed (Lightning stores it in checkpoints), so a run resumed

@@ -11,6 +11,7 @@ initialised and a world size above 1, every rank serves only its own part of the
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Callable, Iterator
 
@@ -26,6 +27,37 @@ def fresh_seed() -> int:
     """A new seed from the OS, for ``seed=null`` (a different run each time): used where a run
     needs *some* seed for its epoch orders and augmentation, never recorded as the run's seed."""
     return random.SystemRandom().randrange(2**32)
+
+
+def draw_shared_seed(trainer, use: str) -> int:
+    """A fresh seed for ``seed=null``, the same on every DDP rank (broadcast from rank 0, as a
+    configured seed would be: the ranks' shards are disjoint only with one permutation).  The
+    broadcast is a collective, so every rank must call this at the same point (``setup``)."""
+    seed = fresh_seed()
+    if trainer is not None and getattr(trainer, "world_size", 1) > 1:
+        seed = int(trainer.strategy.broadcast(seed, src=0))
+    logging.getLogger(__name__).info("seed=null: drew seed %d for %s", seed, use)
+    return seed
+
+
+class DrawnSeed:
+    """``run_seed`` for an object with ``seed`` (int or None) and ``_drawn_seed``: the configured
+    seed, or with ``seed=None`` one drawn for this run at first use (:func:`draw_shared_seed`,
+    from the attached trainer's ``_draw_seed``) and kept, so a checkpoint can carry it."""
+
+    seed: int | None
+    _drawn_seed: int | None
+
+    @property
+    def run_seed(self) -> int:
+        if self.seed is not None:
+            return self.seed
+        if self._drawn_seed is None:
+            self._drawn_seed = self._draw_seed()
+        return self._drawn_seed
+
+    def _draw_seed(self) -> int:
+        raise NotImplementedError
 
 
 def dist_rank_world() -> tuple[int, int]:

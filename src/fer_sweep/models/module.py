@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from fer_sweep.data.loader import epoch_seed, fresh_seed
+from fer_sweep.data.loader import DrawnSeed, draw_shared_seed, epoch_seed
 from fer_sweep.models.distill import distillation_loss, teacher_probabilities
 from fer_sweep.models.registry import net_spec
 
@@ -34,7 +34,7 @@ class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class FERClassifier(pl.LightningModule):
+class FERClassifier(DrawnSeed, pl.LightningModule):
     """Train ``net`` with the optimizer/scheduler partials from the config.
 
     With ``teacher`` (a checkpoint file or shipped model name), the training loss is
@@ -90,24 +90,8 @@ class FERClassifier(pl.LightningModule):
             faces, _ = dm.tensors["train"]
             dm.set_train_targets(teacher_probabilities(self.teacher, faces, self.teacher_tta, getattr(dm, "cache_dir", None), num_classes=self.num_classes))
 
-    @property
-    def run_seed(self) -> int:
-        """``seed``, or with ``seed=None`` the one drawn for this run (kept in checkpoints)."""
-        if self.seed is not None:
-            return self.seed
-        if self._drawn_seed is None:
-            self._drawn_seed = self._draw_seed()
-        return self._drawn_seed
-
-    def _draw_seed(self) -> int:
-        """A fresh seed, the same on every DDP rank (as a configured one would be); :meth:`setup`
-        calls it on every rank at the same point, since the broadcast is a collective."""
-        seed = fresh_seed()
-        trainer = self._trainer
-        if trainer is not None and trainer.world_size > 1:
-            seed = int(trainer.strategy.broadcast(seed, src=0))
-        log.info("seed=null: drew seed %d for this run's dropout", seed)
-        return seed
+    def _draw_seed(self) -> int:  # the seed of run_seed when seed=None
+        return draw_shared_seed(self._trainer, "this run's dropout")
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
         weight = self.class_weight if self.class_weighted else None
