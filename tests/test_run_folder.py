@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import signal
 import socket
@@ -11,7 +13,10 @@ import sys
 
 import pytest
 
-from fer_sweep.run_folder import LOCK_FILE, RunFolderBusy, folder_holder, other_settings, run_folder_lock
+from omegaconf import OmegaConf
+
+from fer_sweep import run_folder
+from fer_sweep.run_folder import LOCK_FILE, RunFolderBusy, config_differences, folder_holder, run_folder_lock, secondary_rank
 from fer_sweep.train import run
 from helpers import QUIET, compose_cfg, run_cli
 
@@ -79,6 +84,7 @@ def test_one_process_cannot_hold_a_folder_twice(tmp_path):
 
 @pytest.mark.parametrize("variable", ["LOCAL_RANK", "RANK", "NODE_RANK", "SLURM_PROCID"])
 def test_secondary_ranks_of_a_distributed_job_share_rank_zeros_folder(tmp_path, monkeypatch, variable):
+    monkeypatch.setenv("WORLD_SIZE", "2")
     with run_folder_lock(tmp_path):
         monkeypatch.setenv(variable, "1")
         with run_folder_lock(tmp_path):  # a DDP rank > 0 writes into rank 0's folder, unlocked
@@ -90,36 +96,76 @@ def test_secondary_ranks_of_a_distributed_job_share_rank_zeros_folder(tmp_path, 
 
 
 
-def _finished(run_dir, overrides):
-    """A run folder as a finished run leaves it (results.json only: enough for the skip decision)."""
+
+def _finished(run_dir, overrides, status="completed"):
+    """A run folder as a run leaves it: its resolved config.yaml and results.json (enough for the
+    skip decision; no training)."""
+    cfg = compose_cfg([f"paths.output_dir={run_dir}", *overrides])
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"status": "completed", "seed": 0, "overrides": overrides, "best_val_acc": 0.5}) + "\n"
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    text = json.dumps({"status": status, "seed": cfg.seed, "best_val_acc": 0.5}) + "\n"
     (run_dir / "results.json").write_text(text)
     return text
 
 
 def test_a_finished_folder_is_not_taken_for_a_run_with_other_settings(tmp_path):
     run_dir = tmp_path / "run"
-    text = _finished(run_dir, [f"hydra.run.dir={run_dir}", "seed=0", "trainer.max_epochs=1", "threads=1"])
+    text = _finished(run_dir, ["seed=0", "trainer.max_epochs=1", "threads=1"])
     proc = run_cli([f"hydra.run.dir={run_dir}", "seed=1", "trainer.max_epochs=1", *QUIET], timeout=120)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"{run_dir} holds a completed run with other settings (seed=0 instead of seed=1); give this run another folder, or force=true" in proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert f"{run_dir} holds a completed run with other settings (seed: 0 -> 1)" in out and "give this run another folder, or delete that one" in out
+    assert f"not run: {run_dir} holds a completed run" in proc.stderr  # the exit summary says why
     assert (run_dir / "results.json").read_text() == text  # seed 0's results are not overwritten
+
+
+def test_an_unfinished_folder_is_not_resumed_by_a_run_with_other_settings(tmp_path):
+    run_dir = tmp_path / "run"
+    text = _finished(run_dir, ["optimizer.lr=0.001", "trainer.max_epochs=5"], status="running")
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"not read: the settings differ")
+    proc = run_cli([f"hydra.run.dir={run_dir}", "optimizer.lr=0.01", "trainer.max_epochs=5", *QUIET], timeout=120)
+    assert proc.returncode == 1
+    assert f"{run_dir} holds an unfinished run with other settings (optimizer.lr: 0.001 -> 0.01)" in proc.stdout + proc.stderr
+    assert (run_dir / "results.json").read_text() == text
 
 
 def test_a_finished_folder_is_still_skipped_when_only_where_and_how_it_ran_differ(tmp_path):
     run_dir = tmp_path / "run"
-    text = _finished(run_dir, [f"hydra.run.dir={run_dir}", "seed=0", "trainer.max_epochs=1", "threads=2", "logger=none"])
-    proc = run_cli([f"hydra.run.dir={run_dir}", "seed=0", "trainer.max_epochs=1", *QUIET], timeout=120)  # threads=1, csv logger
+    text = _finished(run_dir, ["optimizer.lr=1e-3", "trainer.max_epochs=1", "threads=2", "logger=none"])
+    proc = run_cli([f"hydra.run.dir={run_dir}", "seed=0", "optimizer.lr=0.001", "trainer.max_epochs=1", *QUIET], timeout=120)  # threads=1, csv logger
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "already completed; skipping" in proc.stdout + proc.stderr
     assert (run_dir / "results.json").read_text() == text
 
 
-def test_other_settings_ignores_order_and_the_excluded_keys():
-    assert other_settings("d", ["seed=0", "optimizer.lr=0.1"], ["optimizer.lr=0.1", "seed=0"]) is None
-    assert other_settings("d", ["seed=0", "threads=2"], ["seed=0"], exclude=["threads"]) is None
-    assert other_settings("d", ["experiment=faithful"], ["experiment=deep_emotion_plus"], exclude=["threads"]) == (
-        "d holds a completed run with other settings (experiment=faithful instead of experiment=deep_emotion_plus); "
-        "give this run another folder, or force=true to replace it")
-    assert "(seed=3 instead of the defaults)" in other_settings("d", ["seed=3"], [])
+def test_config_differences_compare_resolved_settings_only():
+    saved = {"seed": 0, "optimizer": {"lr": 0.001}, "threads": 2, "paths": {"output_dir": "/a"}, "trainer": {"max_epochs": 5, "accelerator": "cpu"}}
+    same = {"seed": 0, "optimizer": {"lr": 1e-3}, "threads": None, "paths": {"output_dir": "/b"}, "trainer": {"max_epochs": 5, "accelerator": "gpu"}}
+    assert config_differences(saved, same) == []
+    other = {**same, "trainer": {"max_epochs": 300, "precision": "bf16-mixed", "accelerator": "cpu"}}
+    assert config_differences(saved, other) == ["trainer.max_epochs: 5 -> 300", "trainer.precision: <unset> -> bf16-mixed"]
+    assert config_differences({"a": 1, "b": 1, "c": 1, "d": 1}, {"a": 2, "b": 2, "c": 2, "d": 2}) == ["a: 1 -> 2", "b: 1 -> 2", "c: 1 -> 2", "..."]
+
+
+def test_a_lone_process_with_an_inherited_rank_variable_still_locks(tmp_path, monkeypatch):
+    monkeypatch.setenv("RANK", "3")  # e.g. a pod's environment, but no distributed job (world size 1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    assert not secondary_rank()
+    with run_folder_lock(tmp_path):
+        with pytest.raises(RunFolderBusy):
+            with run_folder_lock(tmp_path):
+                pass
+
+
+def test_a_filesystem_without_flock_runs_unlocked_with_a_warning(tmp_path, monkeypatch, caplog):
+    def no_flock(fd, mode):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(run_folder.fcntl, "flock", no_flock)
+    with caplog.at_level(logging.WARNING, logger="fer_sweep.run_folder"):
+        with run_folder_lock(tmp_path):
+            (tmp_path / LOCK_FILE).write_text('{"pid": 1}')
+            assert folder_holder(tmp_path) is None
+    assert "has no flock" in caplog.text

@@ -4,43 +4,73 @@ Two processes training into the same folder (a launcher started twice, a sweep r
 first is still going) would resume from the same ``last.ckpt`` and overwrite each other's
 checkpoints, ``metrics.csv`` and ``results.json``.  :func:`run_folder_lock` holds an exclusive
 ``flock`` on ``<run>/.fer_sweep.lock`` for the whole job; a second writer gets a one-line error
-naming the folder and the process that holds it, and writes nothing.
+naming the folder and the process that holds it, and writes nothing more there.
 
 ``flock`` is released by the kernel when its holder exits, however it exits (SIGKILL included), so
 there is never a stale lock to clean up, and a killed run resumes as before.  The lock file itself
 stays (empty when free): removing it would let a waiting opener and a new one lock two different
-files.  Under DDP every rank calls the job; only the first rank of the first node locks (the others
-share its folder by design), see :func:`secondary_rank`.  Where ``fcntl`` is missing (Windows) there
-is no lock.
+files.  Under DDP every rank calls the job; only global rank 0 locks (the others share its folder
+by design), see :func:`secondary_rank`.  Where there is no ``flock`` (Windows; NFS without a lock
+daemon, Lustre without ``-o flock``) runs are not locked, with a warning.
+
+:func:`other_settings` is the second guard: a folder whose run is completed (or would be resumed)
+is not taken for a run with other settings, comparing the resolved configurations.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import socket
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, Iterator, Mapping
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
+log = logging.getLogger(__name__)
+
 LOCK_FILE = ".fer_sweep.lock"
+SAVED_CONFIG = "config.yaml"
 # set by torchrun / Lightning's DDP launcher / SLURM for the processes of one distributed job
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
+_WORLD_VARIABLES = ("WORLD_SIZE", "SLURM_NTASKS")
+_NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL)
+_BUSY_RETRIES = 20  # x 25 ms: a holder_of probe holds the lock for microseconds
+
+NOT_SETTINGS = ("paths", "data.root", "data.cache_dir", "data.device_resident", "threads", "force", "resume",
+                "malloc_tuning", "matmul_precision", "test_after_fit", "trainer.accelerator", "trainer.enable_progress_bar",
+                "callbacks.progress_bar", "callbacks.lr_monitor", "logger")
+"""Config keys (and everything below them) that say where and how a run ran, or what it logs,
+never what it computes: rerunning a finished run with other threads, paths or logging still finds
+it.  Everything else (seed, data, model, optimizer, scheduler, augmentation, epochs, precision,
+devices, checkpoint monitor, ...) is a setting."""
 
 
 class RunFolderBusy(RuntimeError):
     """Another live process is writing this run folder."""
 
 
+def _int_env(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+
+
 def secondary_rank() -> bool:
-    """True in a distributed job's ranks other than global rank 0 (they write the folder of rank 0)."""
-    return any(os.environ.get(name, "0").strip() not in ("", "0") for name in _RANK_VARIABLES)
+    """True in a distributed job's processes other than global rank 0 (they share its folder):
+    a world size above 1 (``WORLD_SIZE``, ``SLURM_NTASKS``) and a non-zero rank.  A lone process
+    that inherited a rank variable (world size 1) is no secondary rank."""
+    if max(_int_env(name, 1) for name in _WORLD_VARIABLES) <= 1:
+        return False
+    return any(_int_env(name, 0) != 0 for name in _RANK_VARIABLES)
 
 
 def _describe_holder(fd: int) -> str:
@@ -54,11 +84,16 @@ def _describe_holder(fd: int) -> str:
     return f"process {info['pid']} on {info.get('host', '?')} (since {started})"
 
 
-def _try_lock(fd: int) -> bool:
+def _flock(fd: int, mode: int) -> bool | None:
+    """True: locked; False: someone holds it; None: this filesystem has no flock."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, mode | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
+    except OSError as exc:
+        if exc.errno in _NO_FLOCK:
+            return None
+        raise
     return True
 
 
@@ -72,7 +107,16 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     run_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        if not _try_lock(fd):
+        for _ in range(_BUSY_RETRIES):
+            got = _flock(fd, fcntl.LOCK_EX)
+            if got is not False:
+                break
+            time.sleep(0.025)
+        if got is None:
+            log.warning("%s: this filesystem has no flock, so nothing stops a second process from writing this run folder", run_dir)
+            yield
+            return
+        if not got:
             raise RunFolderBusy(f"{run_dir}: already being written by {_describe_holder(fd)}; "
                                 "wait for it to finish, or give this run another folder (hydra.run.dir=... / hydra.sweep.dir=...)")
         os.ftruncate(fd, 0)
@@ -86,33 +130,71 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
 
 
 def folder_holder(run_dir: str | os.PathLike) -> str | None:
-    """Who holds ``run_dir`` now (as in the busy error), or None if nobody does."""
+    """Who holds ``run_dir`` now (as in the busy error), or None if nobody does.  An empty lock file
+    is free without asking the kernel; otherwise a shared-lock probe (read access is enough, also
+    on NFS) tells a live holder from one that was killed."""
     path = Path(run_dir) / LOCK_FILE
-    if fcntl is None or not path.is_file():
+    if fcntl is None or not path.is_file() or path.stat().st_size == 0:
         return None
-    fd = os.open(path, os.O_RDONLY)
     try:
-        if _try_lock(fd):
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        got = _flock(fd, fcntl.LOCK_SH)
+        if got is False:
+            return _describe_holder(fd)
+        if got:
             fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        return _describe_holder(fd)
+        return None
     finally:
         os.close(fd)
 
 
-def other_settings(run_dir: str | os.PathLike, theirs: list[str], ours: list[str], exclude: Iterable[str] = ()) -> str | None:
-    """The one-line error for a folder that holds a completed run with other settings than this one,
-    or None when the settings match.  Settings are the task overrides less ``exclude`` (where and
-    how a run ran: the keys Hydra's job folder names leave out), so rerunning a finished job with
-    other threads or another launcher still skips it, while ``hydra.run.dir=<finished run> seed=1``
-    is neither skipped as done nor allowed to overwrite seed 0's results."""
-    exclude = tuple(exclude)
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, Mapping):
+        flat: dict[str, Any] = {}
+        for key, value in tree.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat if flat or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: tree}
 
-    def settings(overrides: list[str]) -> set[str]:  # an excluded key covers its sub-keys: callbacks -> callbacks.progress_bar
-        return {o for o in overrides if not any(k == e or k.startswith((e + ".", e + "/")) for k in [o.lstrip("+~").split("=", 1)[0]] for e in exclude)}
 
-    theirs_set, ours_set = settings(theirs), settings(ours)
-    if theirs_set == ours_set:
+def _is_setting(key: str) -> bool:
+    return not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
+
+
+def config_differences(saved: Mapping, current: Mapping, limit: int = 3) -> list[str]:
+    """``key: saved -> current`` for the settings (not :data:`NOT_SETTINGS`) that differ between
+    two resolved configurations, at most ``limit`` of them (then ``...``)."""
+    a, b = _flatten(saved), _flatten(current)
+    pairs = {k: (a.get(k, "<unset>"), b.get(k, "<unset>")) for k in dict.fromkeys([*a, *b]) if _is_setting(k)}
+    keys: list[str] = []
+    for k in sorted((k for k, (x, y) in pairs.items() if x != y), key=lambda k: k.count(".")):
+        # an interpolated copy (model.optimizer.lr of optimizer.lr, data.seed of seed) is no news
+        if not any(k.endswith("." + s) and pairs[k] == pairs[s] for s in keys):
+            keys.append(k)
+    shown = [f"{k}: {pairs[k][0]} -> {pairs[k][1]}" for k in keys[:limit]]
+    return shown + (["..."] if len(keys) > limit else [])
+
+
+def other_settings(run_dir: str | os.PathLike, current: Mapping, what: str = "completed") -> str | None:
+    """The one-line error for a folder that holds a ``what`` run (completed, or unfinished with a
+    checkpoint to resume) whose saved ``config.yaml`` differs from ``current`` (the resolved
+    configuration) in a setting; None when they agree or nothing was saved.  So ``hydra.run.dir=<a
+    finished seed-0 run> seed=1`` is neither skipped as done nor resumed from seed 0's weights."""
+    path = Path(run_dir) / SAVED_CONFIG
+    if not path.is_file():
         return None
-    return (f"{run_dir} holds a completed run with other settings ({' '.join(sorted(theirs_set - ours_set)) or 'the defaults'} "
-            f"instead of {' '.join(sorted(ours_set - theirs_set)) or 'the defaults'}); give this run another folder, or force=true to replace it")
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as exc:  # a damaged config.yaml: say so rather than guess
+        return f"{path}: unreadable ({type(exc).__name__}); cannot tell whether this folder's run has this run's settings"
+    diff = config_differences(saved, current)
+    if not diff:
+        return None
+    article = "an" if what[:1] in "aeiou" else "a"
+    return (f"{run_dir} holds {article} {what} run with other settings ({'; '.join(diff)}); "
+            "give this run another folder, or delete that one to replace its run")

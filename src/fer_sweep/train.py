@@ -106,19 +106,29 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         with run_folder_lock(out_dir):
             return _run_locked(cfg, out_dir)
     except RunFolderBusy as exc:  # the folder is another process's: write nothing into it
-        log.error("%s", exc)
-        return {"status": "failed", "error": str(exc)}
+        return _refuse(out_dir, str(exc))
+
+
+REFUSED: dict[str, str] = {}
+"""Run folders this process left alone (busy, or another run's), with the reason: their
+``results.json`` is not this run's, so the exit summary (``python -m fer_sweep``) reads it here."""
+
+
+def _refuse(out_dir: Path, error: str) -> dict[str, Any]:
+    log.error("%s", error)
+    REFUSED[str(out_dir.resolve())] = error
+    return {"status": "failed", "error": error}
 
 
 def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     previous = read_results(out_dir)
     overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    if previous and previous.get("status") == "completed" and not cfg.get("force"):
-        exclude = HydraConfig.get().job.config.override_dirname.exclude_keys if HydraConfig.initialized() else ()
-        error = other_settings(out_dir, previous.get("overrides") or [], overrides, exclude)
-        if error:  # another run's results: neither skip as if they were this run's, nor overwrite them
-            log.error("%s", error)
-            return {"status": "failed", "error": error}
+    completed = bool(previous and previous.get("status") == "completed")
+    if completed or (cfg.get("resume", True) and (out_dir / "checkpoints" / "last.ckpt").is_file()):
+        error = other_settings(out_dir, OmegaConf.to_container(cfg, resolve=True), "completed" if completed else "unfinished")
+        if error:  # another run's: neither skipped as done, nor resumed, nor overwritten
+            return _refuse(out_dir, error)
+    if completed and not cfg.get("force"):
         log.info("%s already completed; skipping (force=true reruns it)", out_dir)
         return previous
     results: dict[str, Any] = {

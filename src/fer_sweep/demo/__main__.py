@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"--threads {args.threads}: expected a positive number of CPU threads")
         torch.set_num_threads(args.threads or 1)
         detector = make_detector(args.detector, model=args.detector_model, min_face=args.min_face)
-        if args.margin is not None and getattr(detector, "crop_margin", None) is not None:
+        if args.margin is not None and getattr(detector, "crop_margin", None) not in (None, args.margin):
             raise DemoError(f"--margin {args.margin:g}: not used with --detector {args.detector}, whose box is "
                             f"the face crop itself (cropped with margin {detector.crop_margin:g})")
         predictor = Predictor.from_checkpoint(args.ckpt, margin=DEFAULT_MARGIN if args.margin is None else args.margin)

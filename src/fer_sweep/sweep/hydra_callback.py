@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fer_sweep.results import read_results
-from fer_sweep.run_folder import folder_holder, other_settings, secondary_rank
+from fer_sweep.run_folder import folder_holder, secondary_rank
 from fer_sweep.sweep import state
 from fer_sweep.sweep.summary import write_summary
 
@@ -39,18 +39,15 @@ class SweepBookkeeping(Callback):
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         if secondary_rank():  # rank 0 reports the run
             return
+        from fer_sweep import train  # ran in this process (single runs): it knows what it left alone
+
         out = Path(config.hydra.runtime.output_dir)
-        holder = folder_holder(out)  # this job has let go of its folder by now
-        if holder is not None:  # the job found it busy and left it alone
-            state.FAILED.append(f"{out} (not run: being written by {holder})")
+        refused = train.REFUSED.get(str(out.resolve()))
+        if refused is not None:  # the folder's results.json is another run's
+            state.FAILED.append(f"{out} (not run: {refused})")
             return
         res = read_results(out) or {"status": "failed"}
-        if res.get("status") == "completed":  # this run's, or another's that the job refused to take for its own
-            other = other_settings(out, res.get("overrides") or [], list(config.hydra.overrides.task),
-                                   config.hydra.job.config.override_dirname.exclude_keys)
-            if other:
-                state.FAILED.append(f"{out} (not run: {other})")
-        else:
+        if res.get("status") != "completed":
             state.FAILED.append(f"{out} ({res.get('status')}: {res.get('error', '')})")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:

@@ -120,9 +120,10 @@ def job_seed(job: Job) -> int | None:
         return None
 
 
-NOT_GROUPING = ("seed", "data.root", "data.cache_dir", "debug", "resume", "force", "hydra", "paths", "threads", "callbacks", "logger", "trainer.precision", "trainer.accelerator", "trainer.devices")
+NOT_GROUPING = ("seed", "data.root", "data.cache_dir", "resume", "force", "hydra", "paths", "threads", "callbacks", "logger", "trainer.accelerator")
 """Overrides that never define a group: the seed, and where/how a job ran (as Hydra's job.override_dirname
-leaves them out): a key equal to one of these or below it (``hydra.launcher.n_jobs``, ``hydra/launcher``)."""
+leaves them out): a key equal to one of these or below it (``hydra.launcher.n_jobs``, ``hydra/launcher``).
+``trainer.precision``, ``trainer.devices`` and ``debug`` change what a job computes, so they group."""
 
 
 def _not_grouping(key: str, exclude: Iterable[str]) -> bool:
