@@ -42,7 +42,7 @@ def test_seed_null_run_trains_resumes_with_its_drawn_seeds_and_records_no_seed(f
     last = tmp_path / "checkpoints" / "last.ckpt"
     drawn = torch.load(last, weights_only=True)
     seeds = (drawn["fer_sweep"]["drawn_seed"], drawn["FER2013DataModule"]["drawn_seed"])
-    resumed = run(compose_cfg([*args, "trainer.max_epochs=2", "force=true"]))
+    resumed = run(compose_cfg([*args, "trainer.max_epochs=2"]))  # a completed run continued to more epochs
     assert resumed["status"] == "completed" and resumed["resumed_from_epoch"] == 1 and resumed["epochs_run"] == 2
     again = torch.load(last, weights_only=True)
     assert again["epoch"] == 1 and (again["fer_sweep"]["drawn_seed"], again["FER2013DataModule"]["drawn_seed"]) == seeds

@@ -144,8 +144,12 @@ def test_config_differences_compare_resolved_settings_only():
     same = {"seed": 0, "optimizer": {"lr": 1e-3}, "threads": None, "paths": {"output_dir": "/b"}, "trainer": {"max_epochs": 5, "accelerator": "gpu"}}
     assert config_differences(saved, same) == []
     other = {**same, "trainer": {"max_epochs": 300, "precision": "bf16-mixed", "accelerator": "cpu"}}
-    assert config_differences(saved, other) == ["trainer.max_epochs: 5 -> 300", "trainer.precision: <unset> -> bf16-mixed"]
+    assert config_differences(saved, other) == ["trainer.precision: <unset> -> bf16-mixed"]  # max_epochs may change: see below
     assert config_differences({"a": 1, "b": 1, "c": 1, "d": 1}, {"a": 2, "b": 2, "c": 2, "d": 2}) == ["a: 1 -> 2", "b: 1 -> 2", "c: 1 -> 2", "..."]
+    # a run continued to more epochs is the same run, its cosine T_max (${trainer.max_epochs}) included
+    shorter = {"seed": 0, "trainer": {"max_epochs": 100}, "scheduler": {"T_max": 100}}
+    assert config_differences(shorter, {"seed": 0, "trainer": {"max_epochs": 200}, "scheduler": {"T_max": 200}}) == []
+    assert config_differences(shorter, {"seed": 1, "trainer": {"max_epochs": 200}, "scheduler": {"T_max": 200}}) == ["seed: 0 -> 1"]
 
 
 def test_a_lone_process_with_an_inherited_rank_variable_still_locks(tmp_path, monkeypatch):

@@ -164,13 +164,20 @@ def _is_setting(key: str) -> bool:
     return not any(key == k or key.startswith(k + ".") for k in NOT_SETTINGS)
 
 
-def config_differences(saved: Mapping, current: Mapping, limit: int = 3) -> list[str]:
+CONTINUABLE = ("trainer.max_epochs",)
+"""Settings a run may change and still be the same run, continued (resumed with more or fewer
+epochs), with the keys interpolated from them (``scheduler.T_max: ${trainer.max_epochs}``)."""
+
+
+def config_differences(saved: Mapping, current: Mapping, limit: int = 3, allow: tuple[str, ...] = CONTINUABLE) -> list[str]:
     """``key: saved -> current`` for the settings (not :data:`NOT_SETTINGS`) that differ between
-    two resolved configurations, at most ``limit`` of them (then ``...``)."""
+    two resolved configurations, at most ``limit`` of them (then ``...``).  A key in ``allow`` may
+    differ, and so may a key whose change is the same as an allowed key's (its interpolated copy)."""
     a, b = _flatten(saved), _flatten(current)
     pairs = {k: (a.get(k, "<unset>"), b.get(k, "<unset>")) for k in dict.fromkeys([*a, *b]) if _is_setting(k)}
+    allowed = {pairs[k] for k in allow if k in pairs and pairs[k][0] != pairs[k][1]}
     keys: list[str] = []
-    for k in sorted((k for k, (x, y) in pairs.items() if x != y), key=lambda k: k.count(".")):
+    for k in sorted((k for k, (x, y) in pairs.items() if x != y and k not in allow and (x, y) not in allowed), key=lambda k: k.count(".")):
         # an interpolated copy (model.optimizer.lr of optimizer.lr, data.seed of seed) is no news
         if not any(k.endswith("." + s) and pairs[k] == pairs[s] for s in keys):
             keys.append(k)
@@ -198,3 +205,16 @@ def other_settings(run_dir: str | os.PathLike, current: Mapping, what: str = "co
     article = "an" if what[:1] in "aeiou" else "a"
     return (f"{run_dir} holds {article} {what} run with other settings ({'; '.join(diff)}); "
             "give this run another folder, or delete that one to replace its run")
+
+
+def saved_setting(run_dir: str | os.PathLike, key: str) -> Any:
+    """The value of dotted ``key`` in the folder's saved ``config.yaml``, or None."""
+    path = Path(run_dir) / SAVED_CONFIG
+    if not path.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.select(OmegaConf.load(path), key)
+    except Exception:
+        return None

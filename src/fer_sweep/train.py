@@ -28,7 +28,7 @@ from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
-from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
+from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, saved_setting, secondary_rank
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,11 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if error:  # another run's: neither skipped as done, nor resumed, nor overwritten
             return _refuse(out_dir, error)
     if completed and not cfg.get("force"):
-        log.info("%s already completed; skipping (force=true reruns it)", out_dir)
-        return previous
+        epochs = saved_setting(out_dir, "trainer.max_epochs")
+        if epochs in (None, cfg.trainer.get("max_epochs")):
+            log.info("%s already completed; skipping (force=true reruns it)", out_dir)
+            return previous
+        log.info("%s completed %s epochs; continuing it to trainer.max_epochs=%s", out_dir, epochs, cfg.trainer.get("max_epochs"))
     results: dict[str, Any] = {
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
