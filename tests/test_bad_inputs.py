@@ -344,7 +344,7 @@ def _report(sweep: Path) -> str:
 
 
 def test_val_label_under_the_study_split(tmp_path):
-    from fer_sweep.plot.figures import val_source
+    from fer_sweep.sweep.val_split import val_source
 
     sweep = tmp_path / "sweep"
     for s in range(2):
@@ -358,7 +358,7 @@ def test_val_label_under_the_study_split(tmp_path):
 
 @pytest.mark.parametrize("prefixed, expected", [(True, "PublicTest"), (False, "10% of Training (the copy has no PublicTest)")])
 def test_val_label_follows_the_copy_under_the_official_split(tmp_path, prefixed, expected):
-    from fer_sweep.plot.figures import val_source
+    from fer_sweep.sweep.val_split import val_source
 
     root = folder_copy(tmp_path / "copy", prefixed)
     sweep = tmp_path / "sweep"
@@ -371,7 +371,7 @@ def test_val_label_follows_the_copy_under_the_official_split(tmp_path, prefixed,
 
 
 def test_val_label_is_neutral_when_unknown_or_mixed(tmp_path):
-    from fer_sweep.plot.figures import val_source
+    from fer_sweep.sweep.val_split import val_source
 
     unknown = tmp_path / "unknown"
     write_job(unknown, "seed=0", data={"root": tmp_path / "not-here", "split": "official"})  # copy not on this machine
@@ -398,7 +398,7 @@ def test_has_public_test_without_decoding(tmp_path):
 
 
 def test_val_label_on_the_real_copy_is_publictest(fer_root, tmp_path):
-    from fer_sweep.plot.figures import val_source
+    from fer_sweep.sweep.val_split import val_source
 
     assert has_public_test(fer_root) is True
     sweep = tmp_path / "sweep"

@@ -42,7 +42,7 @@ SAVED_CONFIG = "config.yaml"
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 _WORLD_VARIABLES = ("WORLD_SIZE", "SLURM_NTASKS")
 _NO_FLOCK = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF, errno.EINVAL)
-_BUSY_RETRIES = 20  # x 25 ms: a holder_of probe holds the lock for microseconds
+_BUSY_RETRIES = 20  # x 25 ms: a folder_holder probe holds the lock for microseconds
 
 NOT_SETTINGS = ("paths", "data.root", "data.cache_dir", "data.device_resident", "threads", "force", "resume",
                 "malloc_tuning", "matmul_precision", "test_after_fit", "trainer.accelerator", "trainer.enable_progress_bar",
@@ -97,6 +97,11 @@ def _flock(fd: int, mode: int) -> bool | None:
     return True
 
 
+def busy_message(run_dir: str | os.PathLike, holder: str, where: str) -> str:
+    """The one line for a folder ``holder`` is writing; ``where``: the settings that pick another."""
+    return f"{run_dir}: already being written by {holder}; wait for it to finish, or give this run another folder ({where})"
+
+
 @contextmanager
 def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
     """Hold ``run_dir`` for this process; raises :class:`RunFolderBusy` (one line) if another holds it."""
@@ -117,8 +122,7 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[None]:
             yield
             return
         if not got:
-            raise RunFolderBusy(f"{run_dir}: already being written by {_describe_holder(fd)}; "
-                                "wait for it to finish, or give this run another folder (hydra.run.dir=... / hydra.sweep.dir=...)")
+            raise RunFolderBusy(busy_message(run_dir, _describe_holder(fd), "hydra.run.dir=... / hydra.sweep.dir=..."))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)
         try:
@@ -169,15 +173,15 @@ CONTINUABLE = ("trainer.max_epochs",)
 epochs), with the keys interpolated from them (``scheduler.T_max: ${trainer.max_epochs}``)."""
 
 
-def config_differences(saved: Mapping, current: Mapping, limit: int = 3, allow: tuple[str, ...] = CONTINUABLE) -> list[str]:
+def config_differences(saved: Mapping, current: Mapping, limit: int = 3) -> list[str]:
     """``key: saved -> current`` for the settings (not :data:`NOT_SETTINGS`) that differ between
-    two resolved configurations, at most ``limit`` of them (then ``...``).  A key in ``allow`` may
-    differ, and so may a key whose change is the same as an allowed key's (its interpolated copy)."""
+    two resolved configurations, at most ``limit`` of them (then ``...``).  A :data:`CONTINUABLE`
+    key may differ, and so may a key whose change is the same as its (an interpolated copy)."""
     a, b = _flatten(saved), _flatten(current)
     pairs = {k: (a.get(k, "<unset>"), b.get(k, "<unset>")) for k in dict.fromkeys([*a, *b]) if _is_setting(k)}
-    allowed = {pairs[k] for k in allow if k in pairs and pairs[k][0] != pairs[k][1]}
+    allowed = {pairs[k] for k in CONTINUABLE if k in pairs and pairs[k][0] != pairs[k][1]}
     keys: list[str] = []
-    for k in sorted((k for k, (x, y) in pairs.items() if x != y and k not in allow and (x, y) not in allowed), key=lambda k: k.count(".")):
+    for k in sorted((k for k, (x, y) in pairs.items() if x != y and k not in CONTINUABLE and (x, y) not in allowed), key=lambda k: k.count(".")):
         # an interpolated copy (model.optimizer.lr of optimizer.lr, data.seed of seed) is no news
         if not any(k.endswith("." + s) and pairs[k] == pairs[s] for s in keys):
             keys.append(k)
@@ -206,15 +210,3 @@ def other_settings(run_dir: str | os.PathLike, current: Mapping, what: str = "co
     return (f"{run_dir} holds {article} {what} run with other settings ({'; '.join(diff)}); "
             "give this run another folder, or delete that one to replace its run")
 
-
-def saved_setting(run_dir: str | os.PathLike, key: str) -> Any:
-    """The value of dotted ``key`` in the folder's saved ``config.yaml``, or None."""
-    path = Path(run_dir) / SAVED_CONFIG
-    if not path.is_file():
-        return None
-    from omegaconf import OmegaConf
-
-    try:
-        return OmegaConf.select(OmegaConf.load(path), key)
-    except Exception:
-        return None

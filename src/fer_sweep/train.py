@@ -28,7 +28,7 @@ from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
-from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, saved_setting, secondary_rank
+from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
@@ -122,14 +122,13 @@ def _refuse(out_dir: Path, error: str) -> dict[str, Any]:
 
 def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     previous = read_results(out_dir)
-    overrides = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     completed = bool(previous and previous.get("status") == "completed")
     if completed or (cfg.get("resume", True) and (out_dir / "checkpoints" / "last.ckpt").is_file()):
         error = other_settings(out_dir, OmegaConf.to_container(cfg, resolve=True), "completed" if completed else "unfinished")
         if error:  # another run's: neither skipped as done, nor resumed, nor overwritten
             return _refuse(out_dir, error)
     if completed and not cfg.get("force"):
-        epochs = saved_setting(out_dir, "trainer.max_epochs")
+        epochs = previous.get("max_epochs")
         if epochs in (None, cfg.trainer.get("max_epochs")):
             log.info("%s already completed; skipping (force=true reruns it)", out_dir)
             return previous
@@ -138,7 +137,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
         "model": cfg.model.net.get("name"), "max_epochs": cfg.trainer.get("max_epochs"),
-        "overrides": overrides,
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
     }
     start = time.time()
     writer = not secondary_rank()  # under DDP rank 0 writes the run's files; the other ranks train

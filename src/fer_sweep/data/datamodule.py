@@ -53,8 +53,7 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
         self.num_classes, self.batch_size, self.eval_batch_size = int(num_classes), int(batch_size), int(eval_batch_size)
         self.augment = augment or BatchAugment()
         self.device_resident, self.subset, self.val_fraction = device_resident, subset, val_fraction
-        self.seed = None if seed in (None, "", "None", "null") else int(seed)
-        self._drawn_seed: int | None = None  # with seed=None: this run's seed, drawn at setup
+        self._init_seed(seed)
         self.class_names = class_names(self.num_classes)
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.class_counts: dict[str, list[int]] = {}
@@ -68,8 +67,7 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
             self._raw = load_fer2013(self.root, self.cache_dir)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.seed is None and self._drawn_seed is None:
-            self._drawn_seed = self._draw_seed()
+        self.run_seed  # with seed=None: draw it now, where every DDP rank is (the draw is a broadcast)
         if self.tensors:
             return
         raw = getattr(self, "_raw", None) or load_fer2013(self.root, self.cache_dir)

@@ -48,6 +48,10 @@ class DrawnSeed:
     seed: int | None
     _drawn_seed: int | None
 
+    def _init_seed(self, seed: int | str | None) -> None:
+        self.seed = None if seed in (None, "", "None", "null") else int(seed)
+        self._drawn_seed = None  # with seed=None: this run's seed, drawn at setup (or first use)
+
     @property
     def run_seed(self) -> int:
         if self.seed is not None:

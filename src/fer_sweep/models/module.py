@@ -56,8 +56,7 @@ class FERClassifier(DrawnSeed, pl.LightningModule):
         self.num_classes, self.label_smoothing, self.class_weighted = num_classes, label_smoothing, class_weighted
         self.class_names = list(class_names or [str(i) for i in range(num_classes)])
         self.fc_weight_decay, self.channels_last = fc_weight_decay, channels_last
-        self.seed = None if seed in (None, "", "None", "null") else int(seed)
-        self._drawn_seed: int | None = None  # with seed=None: this run's dropout seed, drawn at setup
+        self._init_seed(seed)
         self.register_buffer("class_weight", torch.ones(num_classes), persistent=False)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
@@ -79,8 +78,7 @@ class FERClassifier(DrawnSeed, pl.LightningModule):
 
     # -- loss ----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.seed is None and self._drawn_seed is None:
-            self._drawn_seed = self._draw_seed()
+        self.run_seed  # with seed=None: draw it now, where every DDP rank is (the draw is a broadcast)
         dm = getattr(self.trainer, "datamodule", None)
         if self.class_weighted and dm is not None and hasattr(dm, "class_weights"):
             self.class_weight = dm.class_weights().to(self.device)

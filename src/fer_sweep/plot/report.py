@@ -17,6 +17,7 @@ from fer_sweep.plot import figures as F
 from fer_sweep.plot import tables as T
 from fer_sweep.plot.style import group_colors
 from fer_sweep.sweep import stats
+from fer_sweep.sweep.val_split import val_source
 from fer_sweep.sweep.collect import Job
 from fer_sweep.sweep.synthetic import is_synthetic
 
@@ -39,7 +40,7 @@ class Analysis:
     colors: dict[str, str]
     sources: list[str] = field(default_factory=list)
     val_source: str | None = None
-    """What val is, in words (:func:`fer_sweep.plot.figures.val_source`); ``None``: unknown."""
+    """What val is, in words (:func:`fer_sweep.sweep.val_split.val_source`); ``None``: unknown."""
 
     @property
     def group_name(self) -> str:
@@ -71,7 +72,7 @@ def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, me
     return Analysis(
         jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
         comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha), colors=group_colors(groups), sources=[str(s) for s in sources],
-        val_source=F.val_source(jobs),
+        val_source=val_source(jobs),
     )
 
 

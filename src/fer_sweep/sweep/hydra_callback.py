@@ -15,7 +15,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from fer_sweep.results import read_results
-from fer_sweep.run_folder import folder_holder, secondary_rank
+from fer_sweep.run_folder import busy_message, folder_holder, secondary_rank
 from fer_sweep.sweep import state
 from fer_sweep.sweep.summary import write_summary
 
@@ -32,8 +32,7 @@ class SweepBookkeeping(Callback):
         out = Path(str(config.hydra.run.dir))  # the folder Hydra is about to use (same cached ${now:})
         holder = folder_holder(out)
         if holder is not None:
-            print(f"fer_sweep: {out}: already being written by {holder}; wait for it to finish, or give this run "
-                  "another folder (hydra.run.dir=...)", file=sys.stderr)
+            print(f"fer_sweep: {busy_message(out, holder, 'hydra.run.dir=...')}", file=sys.stderr)
             sys.exit(1)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
