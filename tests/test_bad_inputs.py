@@ -24,12 +24,13 @@ import torch
 from fer_sweep import evaluate as ev
 from fer_sweep.callbacks import history_to_csv
 from fer_sweep.data import __main__ as data_cli
-from fer_sweep.data.classes import CLASS_NAMES
+from fer_sweep.data.classes import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST
 from fer_sweep.data.errors import FER2013Error
-from fer_sweep.data.readers import has_public_test, read_raw
+from fer_sweep.data.readers import held_out_usages, read_raw
 from fer_sweep.io import atomic_write_text
 from fer_sweep.models.registry import CheckpointError, build_net, load_checkpoint, net_spec
 from fer_sweep.results import ResultsError, load_results, read_results, write_results
+from fer_sweep.data.splits import UNSPLIT_TEST_WORDS
 from fer_sweep.sweep.collect import collect, read_metrics
 from helpers import one_torch_thread  # noqa: F401 (an autouse fixture: one torch thread in every test here)
 
@@ -389,18 +390,67 @@ def test_val_label_is_neutral_when_unknown_or_mixed(tmp_path):
     assert val_source(collect(mixed)) is None
 
 
-def test_has_public_test_without_decoding(tmp_path):
-    assert has_public_test(folder_copy(tmp_path / "pre", True)) is True
-    assert has_public_test(folder_copy(tmp_path / "unpre", False)) is False
-    assert has_public_test(synthetic_csv(tmp_path / "full.csv")) is True
-    assert has_public_test(synthetic_csv(tmp_path / "nopub.csv", usages=("Training", "PrivateTest"))) is False
-    assert has_public_test(tmp_path / "missing") is None
+def test_held_out_usages_without_decoding(tmp_path):
+    from fer_sweep.data.classes import UNSPLIT_TEST
+
+    assert held_out_usages(folder_copy(tmp_path / "pre", True)) == {PUBLIC_TEST, PRIVATE_TEST}
+    assert held_out_usages(folder_copy(tmp_path / "unpre", False)) == {UNSPLIT_TEST}
+    assert held_out_usages(synthetic_csv(tmp_path / "full.csv")) == {PUBLIC_TEST, PRIVATE_TEST}
+    assert held_out_usages(synthetic_csv(tmp_path / "nopub.csv", usages=("Training", "PrivateTest"))) == {PRIVATE_TEST}
+    assert held_out_usages(tmp_path / "missing") is None
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_test_label_follows_the_copy(tmp_path, prefixed):
+    """An unprefixed copy tests on all of test/: the report must not call that PrivateTest."""
+    from fer_sweep.sweep.val_split import source_of_test
+
+    root = folder_copy(tmp_path / "copy", prefixed)
+    sweep = tmp_path / "sweep"
+    for s in range(2):
+        write_job(sweep, f"seed={s}", data={"root": root, "split": "official"})
+    expected = "PrivateTest" if prefixed else UNSPLIT_TEST_WORDS
+    assert source_of_test(collect(sweep)) == expected
+    report = _report(sweep)
+    summary = report.split("## Summary")[1].split("## Pairwise")[0]
+    if prefixed:
+        assert "*PrivateTest* is the held-out test set," in summary and "PrivateTest accuracy (%)" in summary
+        assert "PrivateTest acc (%)" in report.split("## Jobs")[1]
+    else:
+        assert f"*test* is the held-out test set: {UNSPLIT_TEST_WORDS}," in summary and "test accuracy (%)" in summary
+        assert "PrivateTest" not in summary.replace(UNSPLIT_TEST_WORDS, "")
+        assert "test acc (%)" in report.split("## Jobs")[1] and "PrivateTest acc" not in report
+
+
+def test_recorded_splits_win_over_the_copy_and_unknown_is_neutral(tmp_path):
+    """What a run recorded in results.json is what it measured; a job that says nothing, on a
+    machine without its data copy, gets neutral labels."""
+    from fer_sweep.plot.figures import test_acc_figure
+    from fer_sweep.sweep.val_split import source_of_test, val_source
+
+    recorded = tmp_path / "recorded"
+    for s in range(2):
+        job = write_job(recorded, f"seed={s}", data={"root": tmp_path / "not-here", "split": "official"})
+        res = json.loads((job / "results.json").read_text())
+        write_results(job, {**res, "splits": {"val": "PublicTest, a stratified 3% subset (data.subset=0.03)", "test": "PrivateTest, a stratified 3% subset (data.subset=0.03)"}})
+    jobs = collect(recorded)
+    assert val_source(jobs) == "PublicTest, a stratified 3% subset (data.subset=0.03)"
+    assert source_of_test(jobs) == "PrivateTest, a stratified 3% subset (data.subset=0.03)"
+    fig = test_acc_figure({"all": jobs})
+    texts = " ".join(t.get_text() for t in fig.texts) + " " + fig.axes[0].get_ylabel()
+    assert "test = PrivateTest, a stratified 3% subset" in texts and "PrivateTest accuracy (%)" in texts
+
+    unknown = tmp_path / "unknown"
+    write_job(unknown, "seed=0", data={"root": tmp_path / "not-here", "split": "official"})
+    report = _report(unknown)
+    assert source_of_test(collect(unknown)) is None
+    assert "*test* is the runs' held-out test set" in report and "PrivateTest" not in report
 
 
 def test_val_label_on_the_real_copy_is_publictest(fer_root, tmp_path):
     from fer_sweep.sweep.val_split import val_source
 
-    assert has_public_test(fer_root) is True
+    assert held_out_usages(fer_root) == {PUBLIC_TEST, PRIVATE_TEST}
     sweep = tmp_path / "sweep"
     write_job(sweep, "seed=0", data={"root": fer_root, "split": "official"})
     write_job(sweep, "seed=1", data={"root": fer_root, "split": "official"})

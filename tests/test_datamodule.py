@@ -54,3 +54,20 @@ def test_drawn_seed_goes_into_checkpoints_and_a_resumed_run_continues_it(tmp_pat
     assert seeded.state_dict() == {} and seeded.run_seed == 5  # seeded checkpoints are unchanged
     seeded.load_state_dict(state)
     assert seeded.run_seed == 5  # the configured seed wins over a checkpoint's drawn one
+
+
+def test_split_sources_say_what_val_and_test_are(tmp_path):
+    """Recorded by every run (results.json ``splits``) for the report's labels: an unprefixed copy
+    validates on a carve of Training and tests on all of test/, which is not PrivateTest."""
+    from fer_sweep.data.splits import UNSPLIT_TEST_WORDS
+
+    for prefixed, expected in ((True, {"val": "PublicTest", "test": "PrivateTest"}),
+                               (False, {"val": "10% of Training (the copy has no PublicTest)", "test": UNSPLIT_TEST_WORDS})):
+        root = write_folders(tmp_path / f"fer{prefixed}", prefixed=prefixed)
+        dm = FER2013DataModule(root=str(root), cache_dir=str(tmp_path / f"c{prefixed}"), augment=_augment("none"))
+        dm.setup("fit")
+        assert dm.split_sources == expected
+    study = FER2013DataModule(root=str(tmp_path / "ferTrue"), cache_dir=str(tmp_path / "cTrue"), augment=_augment("none"), split="study", subset=0.5)
+    study.setup("fit")
+    assert study.split_sources == {"val": "30% of Training (data.split=study), a stratified 50% subset (data.subset=0.5)",
+                                   "test": "PrivateTest, a stratified 50% subset (data.subset=0.5)"}

@@ -17,6 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from fer_sweep.data.loader import epoch_seed
 from helpers import PROJECT_ROOT, run_cli
 
 pytestmark = pytest.mark.data
@@ -30,6 +31,7 @@ class ShardProbe(pl.Callback):
         self.train: dict[int, list[int]] = {}
         self.val: dict[int, int] = {}
         self.test: list[int] = []
+        self.seeds: dict[int, dict[str, int]] = {}  # per epoch: the run seeds (module, data) and the dropout and augmentation seeds
 
     def on_fit_start(self, trainer, pl_module) -> None:
         dm = trainer.datamodule  # the module ignores extra targets unless it distils
@@ -37,6 +39,8 @@ class ShardProbe(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.train.setdefault(trainer.current_epoch, []).extend(batch[2].tolist())
+        if batch_idx == 0:  # after the module seeded dropout for the epoch and the batch was augmented
+            self.seeds[trainer.current_epoch] = {"run": pl_module.run_seed, "data_run": trainer.datamodule.run_seed, "augment": trainer.datamodule._aug_gen.initial_seed(), "dropout": torch.initial_seed()}
 
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self.val[trainer.current_epoch] = self.val.get(trainer.current_epoch, 0) + len(batch[1])
@@ -49,7 +53,7 @@ class ShardProbe(pl.Callback):
 
     def teardown(self, trainer, pl_module, stage) -> None:
         dm = trainer.datamodule
-        record = {"rank": trainer.global_rank, "world": trainer.world_size, "train": self.train, "val": self.val, "test": self.test,
+        record = {"rank": trainer.global_rank, "world": trainer.world_size, "train": self.train, "val": self.val, "test": self.test, "seeds": self.seeds,
                   "sizes": {k: len(y) for k, (_, y) in dm.tensors.items()}}
         (self.dirpath / f"probe_rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -60,6 +64,7 @@ def test_ddp_ranks_train_disjoint_shards_and_count_each_test_face_once(fer_root,
     env = {"PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     proc = run_cli(["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.sync_batchnorm=false",  # SyncBatchNorm needs a GPU
                     "seed=null",  # the drawn seed must be the same on both ranks, or the shards overlap
+                    "augment=light",
                     "data.subset=0.03", "trainer.max_epochs=2", "logger=none", "callbacks.progress_bar=null", "threads=1",
                     f"hydra.run.dir={out}", "+callbacks.shard_probe._target_=test_ddp.ShardProbe", f"+callbacks.shard_probe.dirpath={out}"],
                    env=env, timeout=300)
@@ -74,6 +79,13 @@ def test_ddp_ranks_train_disjoint_shards_and_count_each_test_face_once(fer_root,
         assert set(a) | set(b) == set(range(n))  # together the whole epoch...
         assert len(set(a) & set(b)) == n % 2 and len(set(a)) == len(a) and len(set(b)) == len(b)  # ...disjoint but for the padding
     assert probes[0]["train"]["0"] != probes[0]["train"]["1"]  # a new order every epoch
+    # one drawn run seed; each rank its own augmentation and dropout draws, rank 0 the single-process ones
+    seeds = [p["seeds"] for p in probes]
+    for epoch in ("0", "1"):
+        (r0, r1), e = (x[epoch] for x in seeds), int(epoch)
+        assert (r0["run"], r0["data_run"]) == (r1["run"], r1["data_run"])
+        assert (r0["augment"], r0["dropout"]) == (epoch_seed(r0["data_run"], e, 1), epoch_seed(r0["run"], e, 2))
+        assert r1["augment"] != r0["augment"] and r1["dropout"] != r0["dropout"] and len({r0["augment"], r0["dropout"], r1["augment"], r1["dropout"]}) == 4
     assert all(probes[0]["val"][e] + probes[1]["val"][e] == sizes["val"] for e in ("0", "1"))
     # two tests (the last and the best weights); each face on exactly one rank
     assert [x + y for x, y in zip(probes[0]["test"], probes[1]["test"])] == [sizes["test"]] * 2

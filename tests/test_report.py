@@ -55,7 +55,8 @@ def write_job(sweep: Path, scheduler: str, seed: int, status: str = "completed",
     results = {"status": "running", "seed": seed, "scheduler": scheduler, "optimizer": "adam", "lr": 0.001, "model": "deep_emotion", "max_epochs": 60, "overrides": [f"scheduler={scheduler}", f"seed={seed}"]}
     if status != "running":
         ep, acc = best_epoch(history)
-        results.update(status=status, epochs_run=len(history), best_epoch=ep, best_val_acc=acc, final_val_acc=history[-1]["val_acc"] if history else None)
+        results.update(status=status, epochs_run=len(history), best_epoch=ep, best_val_acc=acc, final_val_acc=history[-1]["val_acc"] if history else None,
+                       splits={"val": "PublicTest", "test": "PrivateTest"})  # as fer_sweep.train records them
     if status == "completed":
         results.update(test_acc_best=test_acc, test_acc_last=test_acc - 0.01, test_macro_f1_best=test_acc - 0.05, per_class_acc=[test_acc] * 7, confusion_matrix=np.eye(7, dtype=int).tolist(), wall_time_s=12.5)
     results.update(extra)

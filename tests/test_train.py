@@ -39,6 +39,8 @@ def test_short_training_learns(fer_root, tmp_path):
     assert results["best_val_acc"] > majority + 0.03
     assert results["test_acc_best"] > majority
     assert set(results["per_class_acc"]) == {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}
+    subset = ", a stratified 25% subset (data.subset=0.25)"  # what it measured, for the report's labels
+    assert results["splits"] == {"val": "PublicTest" + subset, "test": "PrivateTest" + subset}
     cm = results["confusion_matrix"]
     assert len(cm) == 7 and sum(map(sum, cm)) == pytest.approx(3589 * 0.25, abs=7)
 

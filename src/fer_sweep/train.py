@@ -197,6 +197,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         history = list(model.history)
         epoch, best_acc = best_epoch(history)
         results.update(epochs_run=len(history), best_epoch=epoch, best_val_acc=best_acc, final_val_acc=history[-1]["val_acc"] if history else None, class_names=list(datamodule.class_names))
+        if datamodule.split_sources:  # what val and test are, for the report's labels
+            results["splits"] = dict(datamodule.split_sources)
     if cfg.get("test_after_fit", True):
         ckpt_cb = trainer.checkpoint_callback
         best_path = getattr(ckpt_cb, "best_model_path", "") or ""

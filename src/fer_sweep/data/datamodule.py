@@ -24,9 +24,9 @@ from fer_sweep.data.augment import BatchAugment
 from fer_sweep.data.cache import load_fer2013
 from fer_sweep.data.classes import class_names, fold_to_six
 from fer_sweep.data.errors import OBTAIN_HINT, FER2013Error
-from fer_sweep.data.loader import DrawnSeed, TensorBatches, draw_shared_seed, epoch_seed
+from fer_sweep.data.loader import DrawnSeed, TensorBatches, draw_shared_seed, epoch_seed, rank_stream
 from fer_sweep.data.preprocess import to_model_input
-from fer_sweep.data.splits import split_indices, stratified_split
+from fer_sweep.data.splits import split_indices, split_sources, stratified_split
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,8 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
         self._aug_gen: torch.Generator | None = None
         self._aug_epoch = -1
         self.train_targets: torch.Tensor | None = None
+        self.split_sources: dict[str, str] = {}
+        """What val and test are, in words (:func:`fer_sweep.data.splits.split_sources`), once set up."""
 
     # -- setup -------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -73,6 +75,7 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
         raw = getattr(self, "_raw", None) or load_fer2013(self.root, self.cache_dir)
         self._raw = None
         idx = split_indices(raw.labels, raw.usage, self.split, self.split_seed, self.val_fraction)
+        self.split_sources = split_sources(set(np.unique(raw.usage).tolist()), self.split, self.val_fraction, subset=self.subset)
         images, labels = torch.from_numpy(raw.images), torch.from_numpy(raw.labels)
         if self.num_classes == 6:
             labels = fold_to_six(labels)
@@ -148,6 +151,7 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
     def _generator(self, device: torch.device) -> torch.Generator:
         epoch = self._epoch()
         if self._aug_gen is None or self._aug_epoch != epoch or self._aug_gen.device != device:
-            self._aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(self.run_seed, epoch, stream=1))
+            rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
+            self._aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(self.run_seed, epoch, stream=rank_stream(1, rank)))
             self._aug_epoch = epoch
         return self._aug_gen

@@ -23,6 +23,18 @@ def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7_919 + stream * 104_729) % (2**63 - 1)
 
 
+STREAMS = 3
+"""Random streams per rank: 0 shuffle (shared by all ranks), 1 augmentation, 2 dropout."""
+
+
+def rank_stream(stream: int, rank: int) -> int:
+    """Stream ``stream`` (1 augmentation, 2 dropout) on DDP rank ``rank``: each rank draws its own
+    augmentation and dropout for its own faces, and rank 0 keeps the single-process streams, so a
+    one-process run draws exactly as before.  The shuffle (stream 0) is never passed through here:
+    the ranks' shards are disjoint only when they cut one shared permutation."""
+    return stream + STREAMS * int(rank)
+
+
 def fresh_seed() -> int:
     """A new seed from the OS, for ``seed=null`` (a different run each time): used where a run
     needs *some* seed for its epoch orders and augmentation, never recorded as the run's seed."""

@@ -260,22 +260,32 @@ def fingerprint_entries(layout: str, path: Path) -> list[tuple[str, int, int]]:
     return out
 
 
-def has_public_test(root: str | os.PathLike) -> bool | None:
-    """Whether the copy at ``root`` holds PublicTest images, found without decoding any: the
-    official split validates on PublicTest when there is one and carves val from Training otherwise
-    (:func:`fer_sweep.data.splits.split_indices`), and the sweep report labels val accordingly.
-    ``None`` when the copy is missing or unreadable (the report then says just "val")."""
+def held_out_usages(root: str | os.PathLike) -> frozenset[int] | None:
+    """Which of PublicTest, PrivateTest and unprefixed ``Test`` images the copy at ``root`` holds,
+    found without decoding any: the official split validates on PublicTest when there is one and
+    carves val from Training otherwise, and tests on PrivateTest, else on all of an unprefixed
+    ``test/`` (:func:`fer_sweep.data.splits.split_indices`); sweep reports of runs that did not
+    record their splits label them from this.  ``None`` when the copy is missing or unreadable."""
     try:
         layout, path = detect_layout(root)
         if layout == "folders":
-            return any(_usage_for(rel) == PUBLIC_TEST for rel, _ in list_image_files(path))
+            found = set()
+            for rel, _ in list_image_files(path):
+                if rel.startswith("test/"):
+                    u = _usage_for(rel)
+                    found.add(UNSPLIT_TEST if u is None else u)
+            return frozenset(found)
+        wanted = {b"publictest": PUBLIC_TEST, b"privatetest": PRIVATE_TEST}
+        found = set()
         with open(path, "rb") as fh:  # Usage values are the only text a pixel row cannot contain
             tail = b""
             for block in iter(lambda: fh.read(1 << 20), b""):
-                if b"publictest" in (tail + block).lower():
-                    return True
+                text = (tail + block).lower()
+                found |= {u for word, u in wanted.items() if word in text}
+                if len(found) == len(wanted):
+                    break
                 tail = block[-16:]
-        return False
+        return frozenset(found)
     except (FER2013Error, OSError):
         return None
 

@@ -11,6 +11,8 @@ is the test split and validation is carved (stratified) from ``train/``.
 
 from __future__ import annotations
 
+from typing import Collection
+
 import numpy as np
 
 from fer_sweep.data.classes import PRIVATE_TEST, PUBLIC_TEST, TRAINING, UNSPLIT_TEST
@@ -49,4 +51,25 @@ def split_indices(labels: np.ndarray, usage: np.ndarray, split: str = "official"
     for name, idx in out.items():
         if len(idx) == 0:
             raise FER2013Error(f"split '{name}' is empty under data.split={split}; expected images for train, val and test")
+    return out
+
+
+UNSPLIT_TEST_WORDS = "all of test/ (PublicTest and PrivateTest together: the copy's file names carry no prefixes)"
+
+
+def split_sources(test_usages: Collection[int], split: str = "official", val_fraction: float = 0.1, study_holdout: float = 0.3, subset: float | None = None) -> dict[str, str]:
+    """What :func:`split_indices` validates and tests on, in words, for a copy holding the test
+    usages ``test_usages`` (PublicTest, PrivateTest, unprefixed Test): ``{"val": "PublicTest",
+    "test": "PrivateTest"}`` for the full official FER2013 (``subset``: the stratified fraction of
+    every split that ``data.subset`` keeps, said too).  Runs record it in ``results.json`` so
+    that reports label their accuracies by what was measured, not by what is usual."""
+    if split == "study":
+        val = f"{study_holdout:.0%} of Training (data.split=study)"
+    elif PUBLIC_TEST in test_usages:
+        val = "PublicTest"
+    else:
+        val = f"{val_fraction:.0%} of Training (the copy has no PublicTest)"
+    out = {"val": val, "test": "PrivateTest" if PRIVATE_TEST in test_usages else UNSPLIT_TEST_WORDS}
+    if subset is not None and float(subset) < 1.0:
+        out = {k: f"{v}, a stratified {float(subset):.0%} subset (data.subset={subset:g})" for k, v in out.items()}
     return out

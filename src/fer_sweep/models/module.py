@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
-from fer_sweep.data.loader import DrawnSeed, draw_shared_seed, epoch_seed
+from fer_sweep.data.loader import DrawnSeed, draw_shared_seed, epoch_seed, rank_stream
 from fer_sweep.models.distill import distillation_loss, teacher_probabilities
 from fer_sweep.models.registry import net_spec
 
@@ -119,8 +119,9 @@ class FERClassifier(DrawnSeed, pl.LightningModule):
 
     # -- training ------------------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
-        # Dropout draws from the global RNG: seed it from (seed, epoch) so a resumed run repeats it.
-        torch.manual_seed(epoch_seed(self.run_seed, self.current_epoch, stream=2))
+        # Dropout draws from the global RNG: seed it from (seed, epoch) so a resumed run repeats it,
+        # and from the rank, so DDP ranks draw their own masks.
+        torch.manual_seed(epoch_seed(self.run_seed, self.current_epoch, stream=rank_stream(2, self.global_rank)))
         self._epoch_lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else math.nan
         self._train_record = None
 

@@ -19,7 +19,7 @@ from fer_sweep.io import atomic_write
 from fer_sweep.sweep import stats
 from fer_sweep.sweep.collect import Job
 from fer_sweep.plot.style import group_colors
-from fer_sweep.sweep.val_split import val_source
+from fer_sweep.sweep.val_split import short_test_name, source_of_test, val_source
 
 FORMATS = ("png", "pdf")
 FIGURES: dict[str, str] = {
@@ -28,7 +28,7 @@ FIGURES: dict[str, str] = {
     "loss": "Train and val loss per epoch",
     "lr": "Learning rate per epoch",
     "overfit_gap": "Train − val accuracy gap per epoch (overfitting)",
-    "test_acc": "PrivateTest accuracy of the best checkpoint",
+    "test_acc": "Test accuracy of the best checkpoint",
 }
 """File stem -> title of every figure the report writes (each as PNG and PDF)."""
 
@@ -214,9 +214,13 @@ def loss_figure(groups: dict[str, Sequence[Job]], colors: dict[str, str] | None 
     return fig
 
 
-def test_acc_figure(groups: dict[str, Sequence[Job]], metric: str = "test_acc_best", colors: dict[str, str] | None = None, rng: int = 0) -> Figure:
-    """Box plot per group of a completed-run metric, every seed as a labelled dot, mean as a diamond."""
+def test_acc_figure(groups: dict[str, Sequence[Job]], metric: str = "test_acc_best", colors: dict[str, str] | None = None, rng: int = 0, test: str | None = "auto") -> Figure:
+    """Box plot per group of a completed-run metric, every seed as a labelled dot, mean as a diamond.
+    ``test``: what the test split is, in words (default: :func:`source_of_test` of the jobs;
+    ``None``: unknown, a neutral "test")."""
     colors = colors or group_colors(groups)
+    source = source_of_test(j for js in groups.values() for j in js) if test == "auto" else test
+    name = short_test_name(source)
     fig = Figure(figsize=(max(6.0, 1.6 * len(groups) + 2.5), 5.2), layout="constrained")
     ax = fig.add_subplot()
     gen = np.random.default_rng(rng)
@@ -249,7 +253,7 @@ def test_acc_figure(groups: dict[str, Sequence[Job]], metric: str = "test_acc_be
     if any_data:
         lo, hi = ax.get_ylim()
         ax.set_ylim(lo, hi + 0.18 * (hi - lo))  # room for the mean ± std labels
-    _style_axes(ax, "", "PrivateTest accuracy (%)" if metric == "test_acc_best" else f"{stats.METRICS.get(metric, metric)} (%)")
+    _style_axes(ax, "", f"{stats.metric_words(metric, name)} (%)")
     ax.grid(False, axis="x")
     handles = [Line2D([], [], marker="o", ls="none", color="0.3", label="one seed (number = seed)"),
                Line2D([], [], marker="D", ls="none", color="white", markeredgecolor="0.3", markeredgewidth=1.4, label="mean"),
@@ -257,8 +261,9 @@ def test_acc_figure(groups: dict[str, Sequence[Job]], metric: str = "test_acc_be
     ax.legend(handles=handles, frameon=False, fontsize=8.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     if not any_data:
         _empty(ax, "no completed run yet", keep_x=True)
-    title = FIGURES["test_acc"] if metric == "test_acc_best" else stats.METRICS.get(metric, metric)
-    _title(fig, title, _note(groups, "completed runs only; labels: mean ± std over seeds"))
+    title = f"{stats.metric_words(metric, name)} of the best checkpoint" if metric == "test_acc_best" else stats.metric_words(metric, name)
+    said = f"test = {source}; " if source else "test: the runs' test split; "
+    _title(fig, title, _note(groups, said + "completed runs only; labels: mean ± std over seeds"))
     fig.get_layout_engine().set(rect=(0, 0, 1, 0.91))
     return fig
 
@@ -283,7 +288,9 @@ def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = FORMATS,
     return out
 
 
-def all_figures(groups: dict[str, Sequence[Job]], colors: dict[str, str] | None = None, val: str | None = "auto") -> dict[str, Figure]:
-    """Every report figure, by file stem (see :data:`FIGURES`); ``val`` as in :func:`val_acc_figure`."""
+def all_figures(groups: dict[str, Sequence[Job]], colors: dict[str, str] | None = None, val: str | None = "auto", test: str | None = "auto") -> dict[str, Figure]:
+    """Every report figure, by file stem (see :data:`FIGURES`); ``val`` as in :func:`val_acc_figure`,
+    ``test`` as in :func:`test_acc_figure`."""
     colors = colors or group_colors(groups)
-    return {name: build(groups, colors=colors, **({"val": val} if name == "val_acc" else {})) for name, build in BUILDERS.items()}
+    split_words = {"val_acc": {"val": val}, "test_acc": {"test": test}}
+    return {name: build(groups, colors=colors, **split_words.get(name, {})) for name, build in BUILDERS.items()}

@@ -17,7 +17,7 @@ from fer_sweep.plot import figures as F
 from fer_sweep.plot import tables as T
 from fer_sweep.plot.style import group_colors
 from fer_sweep.sweep import stats
-from fer_sweep.sweep.val_split import val_source
+from fer_sweep.sweep.val_split import short_test_name, source_of_test, val_source
 from fer_sweep.sweep.collect import Job
 from fer_sweep.sweep.synthetic import is_synthetic
 
@@ -41,6 +41,13 @@ class Analysis:
     sources: list[str] = field(default_factory=list)
     val_source: str | None = None
     """What val is, in words (:func:`fer_sweep.sweep.val_split.val_source`); ``None``: unknown."""
+    test_source: str | None = None
+    """What test is, in words (:func:`fer_sweep.sweep.val_split.source_of_test`); ``None``: unknown."""
+
+    @property
+    def test_name(self) -> str:
+        """"PrivateTest", or "test" when the jobs tested on something else or do not say."""
+        return short_test_name(self.test_source)
 
     @property
     def group_name(self) -> str:
@@ -69,10 +76,11 @@ def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, me
     jobs = list(jobs)
     key = stats.normalise_key(group_by, jobs)
     groups = stats.group_jobs(jobs, key)
+    test = source_of_test(jobs)
     return Analysis(
         jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
-        comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha), colors=group_colors(groups), sources=[str(s) for s in sources],
-        val_source=val_source(jobs),
+        comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha, test_name=short_test_name(test)), colors=group_colors(groups),
+        sources=[str(s) for s in sources], val_source=val_source(jobs), test_source=test,
     )
 
 
@@ -118,6 +126,14 @@ def _val_words(a: Analysis) -> str:
     return "the runs' validation split (which images it holds could not be told from the jobs' config.yaml and data copy)"
 
 
+def _test_words(a: Analysis) -> str:
+    if a.test_source == "PrivateTest":
+        return "*PrivateTest* is the held-out test set"
+    if a.test_source:
+        return f"*{a.test_name}* is the held-out test set: {a.test_source}"
+    return "*test* is the runs' held-out test set (which images it holds could not be told from the jobs' results, config.yaml and data copy)"
+
+
 def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
     """``report.md``: status, summary, tests, milestones, figures and the job list."""
     files = files or {}
@@ -138,13 +154,13 @@ def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
     lines += [
         f"## Summary per {g}", "",
         "Completed runs only. Accuracies in %, mean ± std over seeds (sample std) and the 95% t-interval of the mean. "
-        f"*val* is {_val_words(a)} (the study's \"test\" accuracy); *PrivateTest* is the held-out test set, scored with the checkpoint of best val accuracy. "
+        f"*val* is {_val_words(a)} (the study's \"test\" accuracy); {_test_words(a)}, scored with the checkpoint of best val accuracy. "
         "Epochs to 50%/55%: mean over the runs that reach that val accuracy (how many in brackets).", "",
-        T.summary_markdown(a.summaries, g),
+        T.summary_markdown(a.summaries, g, a.test_name),
         "## Pairwise comparisons", "",
         "Paired t-test on per-seed differences when both groups ran the same seeds (a seed fixes the initial weights and data order), "
         "Welch's t-test otherwise; p-values Holm-adjusted over all pairs of one metric. Differences in percent points, ± is the standard error of the difference.", "",
-        T.comparison_markdown(a.comparisons),
+        T.comparison_markdown(a.comparisons, test_name=a.test_name),
         "## Val accuracy at the study's milestones", "",
         "Val accuracy (%) at fixed epochs, mean ± std over seeds; completed and unfinished runs that reached the epoch (n where fewer); blank where no run got there.", "",
         T.milestone_markdown(a.milestones, g),
@@ -154,7 +170,7 @@ def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
         png = files.get("figures", {}).get(stem, {}).get("png")
         rel = f"{FIGURE_DIR}/{stem}.png" if png is None else Path(png).relative_to(files["out"]).as_posix()
         lines += [f"### {title}", "", f"![{title}]({rel})", "", f"[PDF]({rel[:-4]}.pdf)", ""]
-    lines += ["## Jobs", "", T.jobs_markdown(T.job_rows(a.groups))]
+    lines += ["## Jobs", "", T.jobs_markdown(T.job_rows(a.groups), a.test_name)]
     lines += ["Tables as CSV: " + ", ".join(f"[{t}.csv]({t}.csv)" for t in TABLES), ""]
     return "\n".join(lines)
 
@@ -163,16 +179,16 @@ def write_report(a: Analysis, out_dir: str | Path) -> dict[str, Any]:
     """Write figures, tables and ``report.md`` under ``out_dir``; returns ``{"out", "figures", "tables", "report"}``."""
     out = Path(out_dir)
     files: dict[str, Any] = {"out": out, "figures": {}, "tables": {}}
-    figs = F.all_figures(a.groups, colors=a.colors, val=a.val_source)
+    figs = F.all_figures(a.groups, colors=a.colors, val=a.val_source, test=a.test_source)
     for stem, fig in figs.items():
         paths = F.save_figure(fig, out / FIGURE_DIR / stem)
         files["figures"][stem] = {p.suffix[1:]: p for p in paths}
     g = a.group_name
     tables = {
-        "group_summary": (T.summary_rows(a.summaries, g), None, T.summary_markdown(a.summaries, g)),
+        "group_summary": (T.summary_rows(a.summaries, g), None, T.summary_markdown(a.summaries, g, a.test_name)),
         "milestones": (T.milestone_rows(a.milestones, g), None, T.milestone_markdown(a.milestones, g)),
-        "comparisons": (T.comparison_rows(a.comparisons), T.COMPARISON_COLUMNS, T.comparison_markdown(a.comparisons)),
-        "jobs": (T.job_rows(a.groups), T.JOB_COLUMNS, T.jobs_markdown(T.job_rows(a.groups))),
+        "comparisons": (T.comparison_rows(a.comparisons), T.COMPARISON_COLUMNS, T.comparison_markdown(a.comparisons, test_name=a.test_name)),
+        "jobs": (T.job_rows(a.groups), T.JOB_COLUMNS, T.jobs_markdown(T.job_rows(a.groups), a.test_name)),
     }
     for stem, (rows, cols, md) in tables.items():
         files["tables"][stem] = {

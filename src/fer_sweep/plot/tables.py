@@ -85,11 +85,11 @@ def _reach_cell(reach: stats.Reach) -> str:
     return f"{_pm(reach.epochs, 1.0)} ({reach.reached}/{reach.runs})"
 
 
-def summary_markdown(summaries: Sequence[stats.GroupSummary], group_name: str = "group") -> str:
+def summary_markdown(summaries: Sequence[stats.GroupSummary], group_name: str = "group", test_name: str = "PrivateTest") -> str:
     header = [group_name, "completed / runs"]
     metrics = list(summaries[0].metrics) if summaries else list(stats.METRICS)
     for m in metrics:
-        header += [f"{stats.METRICS.get(m, m)} (%)", "95% CI"]
+        header += [f"{stats.metric_words(m, test_name)} (%)", "95% CI"]
     header += ["epoch of best"] + [f"epochs to {round(100 * t)}%" for t in (summaries[0].reach if summaries else stats.THRESHOLDS)]
     rows = []
     for s in summaries:
@@ -153,12 +153,12 @@ def _pcell(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def comparison_markdown(comparisons: Sequence[stats.Comparison], alpha: float = stats.ALPHA) -> str:
+def comparison_markdown(comparisons: Sequence[stats.Comparison], alpha: float = stats.ALPHA, test_name: str = "PrivateTest") -> str:
     """Per metric: the sentences as a list, then a table (difference = first - second, points)."""
     out = []
     for metric in dict.fromkeys(c.metric for c in comparisons):
         cs = [c for c in comparisons if c.metric == metric]
-        out.append(f"**{stats.METRICS.get(metric, metric)}** (Holm correction over the {sum(c.test is not None for c in cs)} tests of this metric)\n")
+        out.append(f"**{stats.metric_words(metric, test_name)}** (Holm correction over the {sum(c.test is not None for c in cs)} tests of this metric)\n")
         out += [f"- {c.sentence}" for c in cs]
         out.append("")
         rows = []
@@ -195,8 +195,8 @@ def job_rows(groups: dict[str, Sequence[Job]]) -> list[dict[str, Any]]:
     return rows
 
 
-def jobs_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    header = ["job", "status", "epochs", "best val acc (%)", "PrivateTest acc (%)", "error"]
+def jobs_markdown(rows: Sequence[dict[str, Any]], test_name: str = "PrivateTest") -> str:
+    header = ["job", "status", "epochs", "best val acc (%)", f"{test_name} acc (%)", "error"]
     body = [[r["job"], r["status"], f"{r['epochs']}/{r['max_epochs']}" if r["max_epochs"] != "" else r["epochs"],
              f"{r['best_val_acc_pct']:.2f}" if r["best_val_acc_pct"] != "" else "", f"{r['test_acc_best_pct']:.2f}" if r["test_acc_best_pct"] != "" else "", r["error"]] for r in rows]
     return to_markdown(header, body, "llrrrl")

@@ -35,6 +35,13 @@ METRICS: dict[str, str] = {
     "test_acc_best": "PrivateTest accuracy",
 }
 """End-of-run metrics summarised per group (results.json key -> words)."""
+
+
+def metric_words(metric: str, test_name: str = "PrivateTest") -> str:
+    """How reports name ``metric``, the test split called ``test_name``: "PrivateTest", or "test"
+    when the jobs tested on something else (:func:`fer_sweep.sweep.val_split.short_test_name`)."""
+    return METRICS.get(metric, metric).replace("PrivateTest", test_name)
+
 MILESTONE_EPOCHS = (10, 15, 25, 35, 50, 100, 200)
 THRESHOLDS = (0.50, 0.55)
 CONFIDENCE = 0.95
@@ -505,11 +512,11 @@ def _p(p: float) -> str:
     return f"p={p:.3f}" if p < 0.995 else "p=1"
 
 
-def describe_comparison(c: Comparison, alpha: float = ALPHA) -> str:
+def describe_comparison(c: Comparison, alpha: float = ALPHA, test_name: str = "PrivateTest") -> str:
     """The comparison in words, differences in percent points, e.g.
     ``cosine beats step on PrivateTest accuracy by 2.1 ± 0.4 points (paired t-test, p=0.003,
     Holm-adjusted p=0.018): significant at 5%`` (± is the standard error of the difference)."""
-    what = METRICS.get(c.metric, c.metric)
+    what = metric_words(c.metric, test_name)
     if c.test is None:
         lead = f"{c.a} vs {c.b} on {what}"
         if math.isfinite(c.diff):
@@ -525,8 +532,9 @@ def describe_comparison(c: Comparison, alpha: float = ALPHA) -> str:
     return f"{lead} ({c.test}, {_p(c.p)}, Holm-adjusted {_p(c.p_holm)}): {verdict}"
 
 
-def pairwise(groups: dict[str, Sequence[Job]], metrics: Sequence[str] = ("test_acc_best",), alpha: float = ALPHA, confidence: float = CONFIDENCE) -> list[Comparison]:
-    """All pairs of groups for each metric, Holm-adjusted within each metric's family of tests."""
+def pairwise(groups: dict[str, Sequence[Job]], metrics: Sequence[str] = ("test_acc_best",), alpha: float = ALPHA, confidence: float = CONFIDENCE, test_name: str = "PrivateTest") -> list[Comparison]:
+    """All pairs of groups for each metric, Holm-adjusted within each metric's family of tests
+    (``test_name``: what the sentences call the test split, see :func:`metric_words`)."""
     labels = list(groups)
     out = []
     for metric in metrics:
@@ -534,6 +542,6 @@ def pairwise(groups: dict[str, Sequence[Job]], metrics: Sequence[str] = ("test_a
         for c, adj in zip(family, holm([c.p for c in family])):
             c.p_holm = adj
             c.significant = bool(adj < alpha) if math.isfinite(adj) else None
-            c.sentence = describe_comparison(c, alpha)
+            c.sentence = describe_comparison(c, alpha, test_name)
         out += family
     return out

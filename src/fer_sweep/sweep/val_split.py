@@ -1,8 +1,11 @@
-"""What a sweep's "val" split is, in words, for the report's labels.
+"""What a sweep's "val" and "test" splits are, in words, for the report's labels.
 
-Val is not always PublicTest: :func:`fer_sweep.data.splits.split_indices` carves it from Training
-under ``data.split=study``, and under ``official`` too when the copy has no PublicTest (image folders
-without file-name prefixes).  Each job's ``config.yaml`` records its data settings.
+Val is not always PublicTest, nor test PrivateTest: :func:`fer_sweep.data.splits.split_indices`
+carves val from Training under ``data.split=study``, and under ``official`` too when the copy has
+no PublicTest; a copy whose ``test/`` file names carry no prefixes tests on all of ``test/``; and
+``data.subset`` keeps a fraction of each.  Runs record the words in ``results.json`` (``splits``,
+from :func:`fer_sweep.data.splits.split_sources`); for runs from before that, the words are worked
+out from the job's ``config.yaml`` and the data copy at its ``data.root``.
 """
 
 from __future__ import annotations
@@ -15,16 +18,29 @@ import yaml
 
 from fer_sweep.sweep.collect import Job
 
+
 def val_source(jobs: Iterable[Job]) -> str | None:
     """What the jobs validated on, in words ("PublicTest", "30% of Training (data.split=study)", ...),
-    or ``None`` when no job says or the jobs differ, so that labels fall back to a neutral "val".
+    or ``None`` when no job says or the jobs differ, so that labels fall back to a neutral "val"."""
+    return split_source(jobs, "val")
 
-    Val is not always PublicTest: :func:`fer_sweep.data.splits.split_indices` carves it from
-    Training under ``data.split=study``, and under ``official`` too when the copy has no PublicTest
-    (image folders without file-name prefixes).  Each job's ``config.yaml`` records its data
-    settings; the copy at its ``data.root`` tells whether PublicTest exists (checked once per root)."""
-    public: dict[str, bool | None] = {}
-    found = {s for s in (_job_val_source(j, public) for j in jobs) if s is not None}
+
+def source_of_test(jobs: Iterable[Job]) -> str | None:
+    """What the jobs tested on, in words ("PrivateTest", "all of test/ (...)", ...), or ``None``
+    when no job says or the jobs differ, so that labels fall back to a neutral "test"."""
+    return split_source(jobs, "test")
+
+
+def short_test_name(source: str | None) -> str:
+    """The short name for the test split in metric names: "PrivateTest" when that is what the jobs
+    tested on (all of it or a subset), else "test" (the report's text says what it is)."""
+    return "PrivateTest" if source and source.startswith("PrivateTest") else "test"
+
+
+def split_source(jobs: Iterable[Job], which: str) -> str | None:
+    """``which`` ("val" or "test") of the jobs in words, if every job that says agrees."""
+    usages: dict[str, Any] = {}
+    found = {s for s in (_job_source(j, which, usages) for j in jobs) if s is not None}
     return found.pop() if len(found) == 1 else None
 
 
@@ -46,24 +62,32 @@ def _recorded_data_settings(job: Job) -> dict | None:
     return None
 
 
-def _job_val_source(job: Job, public: dict[str, bool | None]) -> str | None:
-    from fer_sweep.data.readers import has_public_test
+def _job_source(job: Job, which: str, usages: dict[str, Any]) -> str | None:
+    recorded = (job.results or {}).get("splits")
+    if isinstance(recorded, dict) and isinstance(recorded.get(which), str):
+        return recorded[which]
+    return _inferred_sources(job, usages).get(which)
+
+
+def _inferred_sources(job: Job, usages: dict[str, Any]) -> dict[str, str]:
+    """The words :func:`fer_sweep.data.splits.split_sources` gives for the job's recorded data
+    settings and the copy at its ``data.root`` (checked once per root); ``{}`` when unknown."""
+    from fer_sweep.data.readers import held_out_usages
+    from fer_sweep.data.splits import split_sources
 
     data = _recorded_data_settings(job)
     if data is None:
-        return None
-    split = data.get("split", "official")
-    if split == "study":
-        return f"{_split_default('study_holdout'):.0%} of Training (data.split=study)"
-    root = data.get("root")
-    if split != "official" or not isinstance(root, str) or "${" in root or not Path(root).expanduser().is_absolute():
-        return None  # an unresolved or relative root cannot be checked from here
-    if root not in public:
-        public[root] = has_public_test(root)
-    if public[root] is None:
-        return None
-    if public[root]:
-        return "PublicTest"
+        return {}
+    split, subset, root = data.get("split", "official"), data.get("subset"), data.get("root")
+    subset = subset if isinstance(subset, (int, float)) else None
     fraction = data.get("val_fraction", _split_default("val_fraction"))  # the datamodule's default is the same
-    return f"{fraction:.0%} of Training (the copy has no PublicTest)" if isinstance(fraction, (int, float)) else None
-
+    fraction = fraction if isinstance(fraction, (int, float)) else _split_default("val_fraction")
+    holdout = _split_default("study_holdout")
+    present = None  # an unresolved or relative root cannot be checked from here
+    if isinstance(root, str) and "${" not in root and Path(root).expanduser().is_absolute():
+        if root not in usages:
+            usages[root] = held_out_usages(root)
+        present = usages[root]
+    if present is None:  # the copy is unknown: only the study split's val can be told
+        return {"val": split_sources((), split, fraction, holdout, subset)["val"]} if split == "study" else {}
+    return split_sources(present, split, fraction, holdout, subset)
