@@ -422,20 +422,25 @@ def test_test_label_follows_the_copy(tmp_path, prefixed):
         assert "test acc (%)" in report.split("## Jobs")[1] and "PrivateTest acc" not in report
 
 
+def _record_splits(job: Path, splits: dict) -> None:
+    write_results(job, {**json.loads((job / "results.json").read_text()), "splits": splits})
+
+
 def test_recorded_splits_win_over_the_copy_and_unknown_is_neutral(tmp_path):
-    """What a run recorded in results.json is what it measured; a job that says nothing, on a
-    machine without its data copy, gets neutral labels."""
+    """What a run recorded in results.json is what it measured, even where its data copy now says
+    otherwise; a run that says nothing, on a machine without its data copy, gets neutral labels,
+    and so does a sweep that mixes such a run with one that says."""
     from fer_sweep.plot.figures import test_acc_figure
     from fer_sweep.sweep.val_split import source_of_test, val_source
 
+    subset = ", a stratified 3% subset (data.subset=0.03)"
     recorded = tmp_path / "recorded"
+    unprefixed = folder_copy(tmp_path / "copy", False)  # inferred, it would say "all of test/"
     for s in range(2):
-        job = write_job(recorded, f"seed={s}", data={"root": tmp_path / "not-here", "split": "official"})
-        res = json.loads((job / "results.json").read_text())
-        write_results(job, {**res, "splits": {"val": "PublicTest, a stratified 3% subset (data.subset=0.03)", "test": "PrivateTest, a stratified 3% subset (data.subset=0.03)"}})
+        job = write_job(recorded, f"seed={s}", data={"root": unprefixed, "split": "official"})
+        _record_splits(job, {"val": "PublicTest" + subset, "test": "PrivateTest" + subset})
     jobs = collect(recorded)
-    assert val_source(jobs) == "PublicTest, a stratified 3% subset (data.subset=0.03)"
-    assert source_of_test(jobs) == "PrivateTest, a stratified 3% subset (data.subset=0.03)"
+    assert (val_source(jobs), source_of_test(jobs)) == ("PublicTest" + subset, "PrivateTest" + subset)
     fig = test_acc_figure({"all": jobs})
     texts = " ".join(t.get_text() for t in fig.texts) + " " + fig.axes[0].get_ylabel()
     assert "test = PrivateTest, a stratified 3% subset" in texts and "PrivateTest accuracy (%)" in texts
@@ -445,6 +450,27 @@ def test_recorded_splits_win_over_the_copy_and_unknown_is_neutral(tmp_path):
     report = _report(unknown)
     assert source_of_test(collect(unknown)) is None
     assert "*test* is the runs' held-out test set" in report and "PrivateTest" not in report
+
+    _record_splits(write_job(unknown, "seed=1"), {"val": "PublicTest", "test": "PrivateTest"})
+    write_job(unknown, "seed=2", status="failed")  # left out of the statistics, and of the labels
+    assert source_of_test(collect(unknown)) is None and val_source(collect(unknown)) is None
+    assert "PrivateTest" not in _report(unknown)
+
+
+def test_old_runs_are_labelled_from_their_config_subset_and_split(tmp_path):
+    """Runs from before ``splits`` was recorded: data.subset and data.split come from config.yaml;
+    under data.split=study val is known even without the copy, test is not."""
+    from fer_sweep.sweep.val_split import source_of_test, val_source
+
+    sub = tmp_path / "sub"
+    for s in range(2):
+        write_job(sub, f"seed={s}", data={"root": folder_copy(tmp_path / "copy", True), "split": "official", "subset": 0.125})
+    jobs = collect(sub)
+    assert val_source(jobs) == "PublicTest, a stratified 12.5% subset (data.subset=0.125)"
+    assert source_of_test(jobs) == "PrivateTest, a stratified 12.5% subset (data.subset=0.125)"
+    study = tmp_path / "study"
+    write_job(study, "seed=0", data={"root": tmp_path / "not-here", "split": "study"})
+    assert (val_source(collect(study)), source_of_test(collect(study))) == ("30% of Training (data.split=study)", None)
 
 
 def test_val_label_on_the_real_copy_is_publictest(fer_root, tmp_path):

@@ -71,3 +71,22 @@ def test_split_sources_say_what_val_and_test_are(tmp_path):
     study.setup("fit")
     assert study.split_sources == {"val": "30% of Training (data.split=study), a stratified 50% subset (data.subset=0.5)",
                                    "test": "PrivateTest, a stratified 50% subset (data.subset=0.5)"}
+
+
+def test_ddp_ranks_draw_their_own_augmentation_and_dropout_and_rank_0_the_single_process_seeds():
+    """Only the streams: the shuffle (stream 0) is shared, which tests/test_ddp.py checks end to end."""
+    from fer_sweep.data.loader import epoch_seed
+    from fer_sweep.models.deep_emotion import DeepEmotion
+    from fer_sweep.models.module import FERClassifier
+
+    seeds = {}
+    for rank in (0, 1):
+        dm = FER2013DataModule(root="/x", seed=5)
+        dm.trainer = SimpleNamespace(training=True, current_epoch=3, global_rank=rank)
+        module = FERClassifier(DeepEmotion(), optimizer=torch.optim.Adam, seed=5)
+        trainer = SimpleNamespace(current_epoch=3, global_rank=rank, optimizers=[], world_size=2)
+        module._trainer = trainer
+        module.on_train_epoch_start()
+        seeds[rank] = (dm._generator(torch.device("cpu")).initial_seed(), torch.initial_seed())
+    assert seeds[0] == (epoch_seed(5, 3, 1), epoch_seed(5, 3, 2))
+    assert seeds[1][0] not in seeds[0] and seeds[1][1] not in seeds[0] and seeds[1][0] != seeds[1][1]

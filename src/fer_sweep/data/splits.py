@@ -71,5 +71,5 @@ def split_sources(test_usages: Collection[int], split: str = "official", val_fra
         val = f"{val_fraction:.0%} of Training (the copy has no PublicTest)"
     out = {"val": val, "test": "PrivateTest" if PRIVATE_TEST in test_usages else UNSPLIT_TEST_WORDS}
     if subset is not None and float(subset) < 1.0:
-        out = {k: f"{v}, a stratified {float(subset):.0%} subset (data.subset={subset:g})" for k, v in out.items()}
+        out = {k: f"{v}, a stratified {100 * float(subset):.3g}% subset (data.subset={subset:g})" for k, v in out.items()}
     return out

@@ -17,7 +17,7 @@ from fer_sweep.plot import figures as F
 from fer_sweep.plot import tables as T
 from fer_sweep.plot.style import group_colors
 from fer_sweep.sweep import stats
-from fer_sweep.sweep.val_split import short_test_name, source_of_test, val_source
+from fer_sweep.sweep.val_split import short_test_name, split_words
 from fer_sweep.sweep.collect import Job
 from fer_sweep.sweep.synthetic import is_synthetic
 
@@ -40,9 +40,9 @@ class Analysis:
     colors: dict[str, str]
     sources: list[str] = field(default_factory=list)
     val_source: str | None = None
-    """What val is, in words (:func:`fer_sweep.sweep.val_split.val_source`); ``None``: unknown."""
+    """What val is, in words (:func:`fer_sweep.sweep.val_split.split_words`); ``None``: unknown."""
     test_source: str | None = None
-    """What test is, in words (:func:`fer_sweep.sweep.val_split.source_of_test`); ``None``: unknown."""
+    """What test is, in words (:func:`fer_sweep.sweep.val_split.split_words`); ``None``: unknown."""
 
     @property
     def test_name(self) -> str:
@@ -76,11 +76,11 @@ def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, me
     jobs = list(jobs)
     key = stats.normalise_key(group_by, jobs)
     groups = stats.group_jobs(jobs, key)
-    test = source_of_test(jobs)
+    words = split_words(jobs)
     return Analysis(
         jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
-        comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha, test_name=short_test_name(test)), colors=group_colors(groups),
-        sources=[str(s) for s in sources], val_source=val_source(jobs), test_source=test,
+        comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha, test_name=short_test_name(words["test"])), colors=group_colors(groups),
+        sources=[str(s) for s in sources], val_source=words["val"], test_source=words["test"],
     )
 
 

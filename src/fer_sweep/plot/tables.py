@@ -85,7 +85,7 @@ def _reach_cell(reach: stats.Reach) -> str:
     return f"{_pm(reach.epochs, 1.0)} ({reach.reached}/{reach.runs})"
 
 
-def summary_markdown(summaries: Sequence[stats.GroupSummary], group_name: str = "group", test_name: str = "PrivateTest") -> str:
+def summary_markdown(summaries: Sequence[stats.GroupSummary], group_name: str = "group", test_name: str = "test") -> str:
     header = [group_name, "completed / runs"]
     metrics = list(summaries[0].metrics) if summaries else list(stats.METRICS)
     for m in metrics:
@@ -153,7 +153,7 @@ def _pcell(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def comparison_markdown(comparisons: Sequence[stats.Comparison], alpha: float = stats.ALPHA, test_name: str = "PrivateTest") -> str:
+def comparison_markdown(comparisons: Sequence[stats.Comparison], alpha: float = stats.ALPHA, test_name: str = "test") -> str:
     """Per metric: the sentences as a list, then a table (difference = first - second, points)."""
     out = []
     for metric in dict.fromkeys(c.metric for c in comparisons):
@@ -195,7 +195,7 @@ def job_rows(groups: dict[str, Sequence[Job]]) -> list[dict[str, Any]]:
     return rows
 
 
-def jobs_markdown(rows: Sequence[dict[str, Any]], test_name: str = "PrivateTest") -> str:
+def jobs_markdown(rows: Sequence[dict[str, Any]], test_name: str = "test") -> str:
     header = ["job", "status", "epochs", "best val acc (%)", f"{test_name} acc (%)", "error"]
     body = [[r["job"], r["status"], f"{r['epochs']}/{r['max_epochs']}" if r["max_epochs"] != "" else r["epochs"],
              f"{r['best_val_acc_pct']:.2f}" if r["best_val_acc_pct"] != "" else "", f"{r['test_acc_best_pct']:.2f}" if r["test_acc_best_pct"] != "" else "", r["error"]] for r in rows]

@@ -37,7 +37,7 @@ METRICS: dict[str, str] = {
 """End-of-run metrics summarised per group (results.json key -> words)."""
 
 
-def metric_words(metric: str, test_name: str = "PrivateTest") -> str:
+def metric_words(metric: str, test_name: str = "test") -> str:
     """How reports name ``metric``, the test split called ``test_name``: "PrivateTest", or "test"
     when the jobs tested on something else (:func:`fer_sweep.sweep.val_split.short_test_name`)."""
     return METRICS.get(metric, metric).replace("PrivateTest", test_name)
@@ -512,7 +512,7 @@ def _p(p: float) -> str:
     return f"p={p:.3f}" if p < 0.995 else "p=1"
 
 
-def describe_comparison(c: Comparison, alpha: float = ALPHA, test_name: str = "PrivateTest") -> str:
+def describe_comparison(c: Comparison, alpha: float = ALPHA, test_name: str = "test") -> str:
     """The comparison in words, differences in percent points, e.g.
     ``cosine beats step on PrivateTest accuracy by 2.1 ± 0.4 points (paired t-test, p=0.003,
     Holm-adjusted p=0.018): significant at 5%`` (± is the standard error of the difference)."""
@@ -532,9 +532,14 @@ def describe_comparison(c: Comparison, alpha: float = ALPHA, test_name: str = "P
     return f"{lead} ({c.test}, {_p(c.p)}, Holm-adjusted {_p(c.p_holm)}): {verdict}"
 
 
-def pairwise(groups: dict[str, Sequence[Job]], metrics: Sequence[str] = ("test_acc_best",), alpha: float = ALPHA, confidence: float = CONFIDENCE, test_name: str = "PrivateTest") -> list[Comparison]:
+def pairwise(groups: dict[str, Sequence[Job]], metrics: Sequence[str] = ("test_acc_best",), alpha: float = ALPHA, confidence: float = CONFIDENCE, test_name: str | None = None) -> list[Comparison]:
     """All pairs of groups for each metric, Holm-adjusted within each metric's family of tests
-    (``test_name``: what the sentences call the test split, see :func:`metric_words`)."""
+    (``test_name``: what the sentences call the test split, see :func:`metric_words`; default:
+    what the jobs recorded, :func:`fer_sweep.sweep.val_split.source_of_test`)."""
+    if test_name is None:
+        from fer_sweep.sweep.val_split import short_test_name, source_of_test
+
+        test_name = short_test_name(source_of_test(j for js in groups.values() for j in js))
     labels = list(groups)
     out = []
     for metric in metrics:

@@ -21,14 +21,14 @@ from fer_sweep.sweep.collect import Job
 
 def val_source(jobs: Iterable[Job]) -> str | None:
     """What the jobs validated on, in words ("PublicTest", "30% of Training (data.split=study)", ...),
-    or ``None`` when no job says or the jobs differ, so that labels fall back to a neutral "val"."""
-    return split_source(jobs, "val")
+    or ``None`` when they differ or any of them cannot tell, so that labels fall back to a neutral "val"."""
+    return split_words(jobs)["val"]
 
 
 def source_of_test(jobs: Iterable[Job]) -> str | None:
     """What the jobs tested on, in words ("PrivateTest", "all of test/ (...)", ...), or ``None``
-    when no job says or the jobs differ, so that labels fall back to a neutral "test"."""
-    return split_source(jobs, "test")
+    when they differ or any of them cannot tell, so that labels fall back to a neutral "test"."""
+    return split_words(jobs)["test"]
 
 
 def short_test_name(source: str | None) -> str:
@@ -37,11 +37,22 @@ def short_test_name(source: str | None) -> str:
     return "PrivateTest" if source and source.startswith("PrivateTest") else "test"
 
 
-def split_source(jobs: Iterable[Job], which: str) -> str | None:
-    """``which`` ("val" or "test") of the jobs in words, if every job that says agrees."""
-    usages: dict[str, Any] = {}
-    found = {s for s in (_job_source(j, which, usages) for j in jobs) if s is not None}
-    return found.pop() if len(found) == 1 else None
+def split_words(jobs: Iterable[Job]) -> dict[str, str | None]:
+    """``{"val": ..., "test": ...}``: each split of the jobs in words, if all the completed jobs agree
+    on it; ``None`` where they differ or one of them cannot tell (one run that says "PrivateTest"
+    does not label an older run beside it that does not).  A running job counts when it can tell
+    (a run records its splits only at its end, so while it runs they come from its config.yaml and
+    data copy); pending and failed jobs, left out of every statistic, do not count."""
+    usages: dict[str, Any] = {}  # the data copies looked at, by root: each is listed or scanned once
+    found: dict[str, set] = {"val": set(), "test": set()}
+    for job in jobs:
+        if job.status not in ("completed", "running"):
+            continue
+        words = _job_sources(job, usages)
+        for which in found:
+            if words.get(which) is not None or job.status == "completed":
+                found[which].add(words.get(which))
+    return {which: (s.pop() if len(s) == 1 else None) for which, s in found.items()}
 
 
 def _split_default(name: str) -> Any:
@@ -62,11 +73,11 @@ def _recorded_data_settings(job: Job) -> dict | None:
     return None
 
 
-def _job_source(job: Job, which: str, usages: dict[str, Any]) -> str | None:
+def _job_sources(job: Job, usages: dict[str, Any]) -> dict[str, str]:
     recorded = (job.results or {}).get("splits")
-    if isinstance(recorded, dict) and isinstance(recorded.get(which), str):
-        return recorded[which]
-    return _inferred_sources(job, usages).get(which)
+    if isinstance(recorded, dict) and all(isinstance(recorded.get(k), str) for k in ("val", "test")):
+        return recorded
+    return _inferred_sources(job, usages)
 
 
 def _inferred_sources(job: Job, usages: dict[str, Any]) -> dict[str, str]:
