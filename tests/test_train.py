@@ -238,3 +238,19 @@ def test_errors_of_the_built_objects_are_one_line_not_hydras_wrapper(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "failed" and res["error"].startswith("FER2013Error: no FER2013 path: set data.root=<path> or FER2013_ROOT")
     assert "\n" not in res["error"] and "InstantiationException" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_fresh_start_sets_earlier_checkpoints_aside(fer_root, tmp_path):
+    """resume=false in a folder with an earlier run's checkpoints trains from scratch, keeps the old
+    files (renamed), and leaves no stale last.ckpt for a later resume to continue."""
+    old = tmp_path / "checkpoints"
+    old.mkdir()
+    (old / "last.ckpt").write_bytes(b"an earlier run's last epoch")
+    (old / "best.ckpt").write_bytes(b"an earlier run's best epoch")
+    results = run(compose_cfg(["trainer.max_epochs=1", "resume=false", "logger=none", f"paths.output_dir={tmp_path}", *TINY]))
+    assert results["status"] == "completed", results.get("error")
+    assert results.get("resumed_from_epoch") is None
+    (aside,) = tmp_path.glob("checkpoints.replaced-*")
+    assert (aside / "last.ckpt").read_bytes() == b"an earlier run's last epoch" and (aside / "best.ckpt").is_file()
+    assert torch.load(old / "last.ckpt", weights_only=True)["epoch"] == 0  # this run's own last epoch

@@ -88,6 +88,24 @@ def init_weights(cfg: DictConfig, model: Any, start: tuple[torch.nn.Module, Path
     return {"path": str(path), "sha256": file_sha256(path)}
 
 
+def set_aside_checkpoints(out_dir: Path) -> Path | None:
+    """A fresh start (``resume=false``, or ``force=true`` on a folder without ``last.ckpt``) in a
+    folder that holds an earlier run's checkpoints first renames ``checkpoints/`` to
+    ``checkpoints.replaced-<time>/``: nothing is lost, and a fresh run killed before its first
+    epoch ends cannot leave the earlier run's ``last.ckpt`` behind for a later resume to continue
+    under this run's ``config.yaml``.  Returns the new name, or ``None`` when there was nothing."""
+    ckpts = out_dir / "checkpoints"
+    if not ckpts.is_dir() or not any(ckpts.iterdir()):
+        return None
+    aside = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while aside.exists():
+        aside, n = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    ckpts.rename(aside)
+    log.info("fresh start: the earlier checkpoints of %s are kept in %s", out_dir, aside)
+    return aside
+
+
 def seed_run(cfg: DictConfig) -> None:
     """Seed everything when ``seed`` is set: ``seed=0`` is a seed (the template's truthiness bug)."""
     if cfg.get("seed") is not None:
@@ -176,6 +194,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         torch.set_num_threads(int(cfg.threads))
     last = out_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if not resume and not secondary_rank():
+        set_aside_checkpoints(out_dir)
     # the resumed state replaces any starting weights: init_weights counts for a fresh start only
     start = load_init_weights(cfg) if cfg.get("init_weights") and not resume else None
     datamodule = _instantiate(cfg.data)
