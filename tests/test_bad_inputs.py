@@ -368,7 +368,7 @@ def test_val_label_follows_the_copy_under_the_official_split(tmp_path, prefixed,
     (sweep / "seed=2" / ".hydra").mkdir(parents=True)  # a pending job: nothing recorded yet, ignored
     (sweep / "seed=2" / ".hydra" / "overrides.yaml").write_text("- seed=2\n")
     assert val_source(collect(sweep)) == expected
-    assert f"*val* is {expected} (" in _report(sweep)
+    assert f"*val* is {expected}, the study's" in _report(sweep)
 
 
 def test_val_label_is_neutral_when_unknown_or_mixed(tmp_path):
