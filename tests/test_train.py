@@ -243,14 +243,20 @@ def test_errors_of_the_built_objects_are_one_line_not_hydras_wrapper(tmp_path):
 @pytest.mark.slow
 def test_a_fresh_start_sets_earlier_checkpoints_aside(fer_root, tmp_path):
     """resume=false in a folder with an earlier run's checkpoints trains from scratch, keeps the old
-    files (renamed), and leaves no stale last.ckpt for a later resume to continue."""
-    old = tmp_path / "checkpoints"
-    old.mkdir()
-    (old / "last.ckpt").write_bytes(b"an earlier run's last epoch")
-    (old / "best.ckpt").write_bytes(b"an earlier run's best epoch")
-    results = run(compose_cfg(["trainer.max_epochs=1", "resume=false", "logger=none", f"paths.output_dir={tmp_path}", *TINY]))
+    files (renamed, after everything that can fail is built), and leaves no stale last.ckpt for a
+    later resume; init_weights may point into the checkpoints it sets aside."""
+    args = ["trainer.max_epochs=1", "logger=none", f"paths.output_dir={tmp_path}", *TINY]
+    assert run(compose_cfg(args))["status"] == "completed"
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "note.txt").write_text("an earlier run's file")
+    earlier = (ckpts / "best.ckpt").read_bytes()
+    bad = run(compose_cfg([*args, "resume=false", "force=true", "data.root=/nonexistent/fer2013"]))
+    assert bad["status"] == "failed" and not list(tmp_path.glob("checkpoints.replaced-*"))  # nothing moved by a run that never trained
+
+    results = run(compose_cfg([*args, "resume=false", "force=true", f"init_weights={ckpts / 'best.ckpt'}"]))
     assert results["status"] == "completed", results.get("error")
     assert results.get("resumed_from_epoch") is None
     (aside,) = tmp_path.glob("checkpoints.replaced-*")
-    assert (aside / "last.ckpt").read_bytes() == b"an earlier run's last epoch" and (aside / "best.ckpt").is_file()
-    assert torch.load(old / "last.ckpt", weights_only=True)["epoch"] == 0  # this run's own last epoch
+    assert (aside / "note.txt").read_text() == "an earlier run's file" and (aside / "best.ckpt").read_bytes() == earlier
+    assert results["init_weights"]["path"] == str((aside / "best.ckpt").resolve())  # where the starting weights are now
+    assert not (ckpts / "note.txt").exists() and torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 0  # this run's own

@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+import pytorch_lightning as pl
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock; runs are not locked there
@@ -210,3 +212,41 @@ def other_settings(run_dir: str | os.PathLike, current: Mapping, what: str = "co
     return (f"{run_dir} holds {article} {what} run with other settings ({'; '.join(diff)}); "
             "give this run another folder, or delete that one to replace its run")
 
+
+# --------------------------------------------------------------------------- a fresh start
+
+def set_aside_checkpoints(out_dir: Path) -> Path | None:
+    """A fresh start (no ``last.ckpt`` to resume, or ``resume=false``) in a folder that holds an
+    earlier run's checkpoints first renames ``checkpoints/`` to
+    ``checkpoints.replaced-<time>/``: nothing is lost, and a fresh run killed before its first
+    epoch ends cannot leave the earlier run's ``last.ckpt`` behind for a later resume to continue
+    under this run's ``config.yaml``.  Returns the new name, or ``None`` when there was nothing."""
+    ckpts = out_dir / "checkpoints"
+    if not ckpts.is_dir() or not any(ckpts.iterdir()):
+        return None
+    aside = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+    n = 1
+    while aside.exists():
+        aside, n = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
+    ckpts.rename(aside)
+    log.info("fresh start: the earlier checkpoints of %s are kept in %s", out_dir, aside)
+    return aside
+
+
+class StartAfresh(pl.Callback):
+    """:func:`set_aside_checkpoints` once training is about to start (``on_fit_start``: the data is
+    read and the model built, so a run that fails before training moves nothing), on global rank 0
+    only; ``results["init_weights"]``, loaded already, keeps pointing at its file when that file
+    was among the checkpoints set aside."""
+
+    def __init__(self, out_dir: Path, results: dict[str, Any]) -> None:
+        self.out_dir, self.results = out_dir, results
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        moved = (self.out_dir / "checkpoints").resolve()
+        start = Path(self.results["init_weights"]["path"]).resolve() if "init_weights" in self.results else None
+        aside = set_aside_checkpoints(self.out_dir)
+        if aside is not None and start is not None and start.is_relative_to(moved):
+            self.results["init_weights"]["path"] = str(aside.resolve() / start.relative_to(moved))

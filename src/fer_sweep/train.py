@@ -28,7 +28,7 @@ from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
-from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
+from fer_sweep.run_folder import RunFolderBusy, StartAfresh, other_settings, run_folder_lock, secondary_rank
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
@@ -88,24 +88,6 @@ def init_weights(cfg: DictConfig, model: Any, start: tuple[torch.nn.Module, Path
     return {"path": str(path), "sha256": file_sha256(path)}
 
 
-def set_aside_checkpoints(out_dir: Path) -> Path | None:
-    """A fresh start (``resume=false``, or ``force=true`` on a folder without ``last.ckpt``) in a
-    folder that holds an earlier run's checkpoints first renames ``checkpoints/`` to
-    ``checkpoints.replaced-<time>/``: nothing is lost, and a fresh run killed before its first
-    epoch ends cannot leave the earlier run's ``last.ckpt`` behind for a later resume to continue
-    under this run's ``config.yaml``.  Returns the new name, or ``None`` when there was nothing."""
-    ckpts = out_dir / "checkpoints"
-    if not ckpts.is_dir() or not any(ckpts.iterdir()):
-        return None
-    aside = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
-    n = 1
-    while aside.exists():
-        aside, n = out_dir / f"checkpoints.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{n}", n + 1
-    ckpts.rename(aside)
-    log.info("fresh start: the earlier checkpoints of %s are kept in %s", out_dir, aside)
-    return aside
-
-
 def seed_run(cfg: DictConfig) -> None:
     """Seed everything when ``seed`` is set: ``seed=0`` is a seed (the template's truthiness bug)."""
     if cfg.get("seed") is not None:
@@ -150,7 +132,8 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if epochs in (None, cfg.trainer.get("max_epochs")):
             log.info("%s already completed; skipping (force=true reruns it)", out_dir)
             return previous
-        log.info("%s completed %s epochs; continuing it to trainer.max_epochs=%s", out_dir, epochs, cfg.trainer.get("max_epochs"))
+        continues = cfg.get("resume", True) and (out_dir / "checkpoints" / "last.ckpt").is_file()
+        log.info("%s completed %s epochs; %s trainer.max_epochs=%s", out_dir, epochs, "continuing it to" if continues else "no last.ckpt to continue (or resume=false): training afresh to", cfg.trainer.get("max_epochs"))
     results: dict[str, Any] = {
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
@@ -194,8 +177,6 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         torch.set_num_threads(int(cfg.threads))
     last = out_dir / "checkpoints" / "last.ckpt"
     resume = str(last) if cfg.get("resume", True) and last.is_file() else None
-    if not resume and not secondary_rank():
-        set_aside_checkpoints(out_dir)
     # the resumed state replaces any starting weights: init_weights counts for a fresh start only
     start = load_init_weights(cfg) if cfg.get("init_weights") and not resume else None
     datamodule = _instantiate(cfg.data)
@@ -207,6 +188,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         log.info("starting from the weights of %s", results["init_weights"]["path"])
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    if not resume:
+        callbacks.append(StartAfresh(out_dir, results))
     trainer: pl.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
