@@ -1,4 +1,4 @@
-"""Training callbacks: the study's per-epoch table, written as one row per epoch.
+"""Training callbacks: the study's per-epoch table, written as one row per epoch, and the fresh start.
 
 Lightning's CSVLogger writes train, val and lr on separate rows; :class:`EpochMetricsCSV` writes
 ``metrics.csv`` with exactly one row per epoch (epoch, train_loss, val_loss, lr, train_acc,
@@ -10,10 +10,12 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 
 from fer_sweep.io import atomic_write_text
+from fer_sweep.run_folder import set_aside_checkpoints
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "train_acc", "val_acc")
 
@@ -37,3 +39,22 @@ class EpochMetricsCSV(pl.Callback):
         pl_module.close_epoch()
         if trainer.is_global_zero:
             atomic_write_text(self.path, history_to_csv(pl_module.history))
+
+
+class StartAfresh(pl.Callback):
+    """:func:`fer_sweep.run_folder.set_aside_checkpoints` once training is about to start
+    (``on_fit_start``: the data is read and the model built, so a run that fails before training
+    moves nothing), on global rank 0 only; ``results["init_weights"]``, loaded already, keeps
+    pointing at its file when that file was among the checkpoints set aside."""
+
+    def __init__(self, out_dir: Path, results: dict[str, Any]) -> None:
+        self.out_dir, self.results = out_dir, results
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        moved = (self.out_dir / "checkpoints").resolve()
+        start = Path(self.results["init_weights"]["path"]).resolve() if "init_weights" in self.results else None
+        aside = set_aside_checkpoints(self.out_dir)
+        if aside is not None and start is not None and start.is_relative_to(moved):
+            self.results["init_weights"]["path"] = str(aside.resolve() / start.relative_to(moved))

@@ -29,7 +29,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import pytorch_lightning as pl
 
 try:
     import fcntl
@@ -231,22 +230,3 @@ def set_aside_checkpoints(out_dir: Path) -> Path | None:
     ckpts.rename(aside)
     log.info("fresh start: the earlier checkpoints of %s are kept in %s", out_dir, aside)
     return aside
-
-
-class StartAfresh(pl.Callback):
-    """:func:`set_aside_checkpoints` once training is about to start (``on_fit_start``: the data is
-    read and the model built, so a run that fails before training moves nothing), on global rank 0
-    only; ``results["init_weights"]``, loaded already, keeps pointing at its file when that file
-    was among the checkpoints set aside."""
-
-    def __init__(self, out_dir: Path, results: dict[str, Any]) -> None:
-        self.out_dir, self.results = out_dir, results
-
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        moved = (self.out_dir / "checkpoints").resolve()
-        start = Path(self.results["init_weights"]["path"]).resolve() if "init_weights" in self.results else None
-        aside = set_aside_checkpoints(self.out_dir)
-        if aside is not None and start is not None and start.is_relative_to(moved):
-            self.results["init_weights"]["path"] = str(aside.resolve() / start.relative_to(moved))

@@ -22,13 +22,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
+from fer_sweep.callbacks import StartAfresh
 from fer_sweep.cpu import tune_allocator
 from fer_sweep.io import atomic_write_text, file_sha256
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
-from fer_sweep.run_folder import RunFolderBusy, StartAfresh, other_settings, run_folder_lock, secondary_rank
+from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ def seed_run(cfg: DictConfig) -> None:
         pl.seed_everything(int(cfg.seed), workers=True)
 
 
+def resume_checkpoint(cfg: DictConfig, out_dir: Path) -> Path | None:
+    """The ``last.ckpt`` this run continues from, or ``None`` for a fresh start."""
+    last = out_dir / "checkpoints" / "last.ckpt"
+    return last if cfg.get("resume", True) and last.is_file() else None
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Train and test one configuration; returns the dict written to ``results.json``.
 
@@ -123,7 +130,7 @@ def _refuse(out_dir: Path, error: str) -> dict[str, Any]:
 def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     previous = read_results(out_dir)
     completed = bool(previous and previous.get("status") == "completed")
-    if completed or (cfg.get("resume", True) and (out_dir / "checkpoints" / "last.ckpt").is_file()):
+    if completed or resume_checkpoint(cfg, out_dir):
         error = other_settings(out_dir, OmegaConf.to_container(cfg, resolve=True), "completed" if completed else "unfinished")
         if error:  # another run's: neither skipped as done, nor resumed, nor overwritten
             return _refuse(out_dir, error)
@@ -132,8 +139,8 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if epochs in (None, cfg.trainer.get("max_epochs")):
             log.info("%s already completed; skipping (force=true reruns it)", out_dir)
             return previous
-        continues = cfg.get("resume", True) and (out_dir / "checkpoints" / "last.ckpt").is_file()
-        log.info("%s completed %s epochs; %s trainer.max_epochs=%s", out_dir, epochs, "continuing it to" if continues else "no last.ckpt to continue (or resume=false): training afresh to", cfg.trainer.get("max_epochs"))
+        how = "continuing it to" if resume_checkpoint(cfg, out_dir) else "no last.ckpt to continue (or resume=false): training afresh to"
+        log.info("%s completed %s epochs; %s trainer.max_epochs=%s", out_dir, epochs, how, cfg.trainer.get("max_epochs"))
     results: dict[str, Any] = {
         "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
         "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
@@ -175,8 +182,8 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     if cfg.get("threads") is not None:
         torch.set_num_threads(int(cfg.threads))
-    last = out_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
+    last = resume_checkpoint(cfg, out_dir)
+    resume = str(last) if last else None
     # the resumed state replaces any starting weights: init_weights counts for a fresh start only
     start = load_init_weights(cfg) if cfg.get("init_weights") and not resume else None
     datamodule = _instantiate(cfg.data)

@@ -151,7 +151,7 @@ class FER2013DataModule(DrawnSeed, pl.LightningDataModule):
     def _generator(self, device: torch.device) -> torch.Generator:
         epoch = self._epoch()
         if self._aug_gen is None or self._aug_epoch != epoch or self._aug_gen.device != device:
-            rank = getattr(self.trainer, "global_rank", 0) if self.trainer is not None else 0
+            rank = getattr(self.trainer, "global_rank", 0)  # 0 without a trainer too
             self._aug_gen = torch.Generator(device=device).manual_seed(epoch_seed(self.run_seed, epoch, stream=rank_stream(1, rank)))
             self._aug_epoch = epoch
         return self._aug_gen
