@@ -93,6 +93,8 @@ def _spoil(blob: dict, case: str) -> dict:
         blob["state_dict"] = {k: 1.0 for k in blob["state_dict"]}
     elif case == "unexpected net kwargs":
         meta["net"]["kwargs"]["bogus"] = 1
+    elif case == "net kwarg of the wrong type":
+        meta["net"]["kwargs"]["num_classes"] = "seven"  # the names bind; the constructor itself raises TypeError
     elif case == "net kwargs not a dict":
         meta["net"]["kwargs"] = [7]
     elif case == "net a string":
@@ -113,7 +115,8 @@ def _spoil(blob: dict, case: str) -> dict:
     return blob
 
 
-CKPT_CASES = ["no state_dict", "state_dict not a dict", "state_dict of non-tensors", "unexpected net kwargs", "net kwargs not a dict",
+CKPT_CASES = ["no state_dict", "state_dict not a dict", "state_dict of non-tensors", "unexpected net kwargs", "net kwarg of the wrong type",
+              "net kwargs not a dict",
               "net a string", "net without name", "unknown network", "metadata a string", "class_names a string",
               "int8_scales not a dict", "int8 scale not a tensor"]
 
@@ -126,6 +129,21 @@ def test_malformed_checkpoint_is_one_checkpoint_error_naming_the_file(tmp_path, 
         load_checkpoint(path)
     msg = one_line(str(info.value), str(path))
     assert "expected" in msg, msg
+
+
+def test_constructor_errors_are_told_apart_from_unknown_kwargs(tmp_path):
+    """A kwarg the signature lacks is the file's fault; a TypeError raised inside the constructor
+    names the constructor, not a kwargs mismatch."""
+    msgs = {}
+    for case in ("unexpected net kwargs", "net kwarg of the wrong type"):
+        path = tmp_path / f"{case.replace(' ', '_')}.pt"
+        torch.save(_spoil(tiny_checkpoint_blob(), case), path)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        msgs[case] = str(info.value)
+    assert "cannot be built from kwargs" in msgs["unexpected net kwargs"] and "bogus" in msgs["unexpected net kwargs"]
+    wrong = msgs["net kwarg of the wrong type"]
+    assert "its constructor raised TypeError" in wrong and "'seven'" in wrong and "cannot be built" not in wrong
 
 
 def test_intact_checkpoint_still_loads(tmp_path):

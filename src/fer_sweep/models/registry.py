@@ -45,6 +45,17 @@ def build_net(name: str, **kwargs: Any) -> nn.Module:
     return net
 
 
+def _binds(cls: type, kwargs: dict) -> bool:
+    """Whether ``cls(**kwargs)`` matches the constructor's signature (names and count only)."""
+    try:
+        inspect.signature(cls).bind(**kwargs)
+    except TypeError:
+        return False
+    except ValueError:  # no signature to check against
+        return True
+    return True
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, list[str], dict]:
     """Rebuild the network of a fer_sweep checkpoint (Lightning ``.ckpt`` or shipped ``.pt``).
 
@@ -65,9 +76,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         net = build_net(name, **kwargs)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    except (TypeError, ValueError) as exc:  # kwargs the network's constructor refuses
-        raise CheckpointError(f"{path}: network {name!r} cannot be built from kwargs {kwargs!r} ({str(exc).splitlines()[0][:200]}); "
-                              "expected the constructor arguments fer_sweep wrote") from None
+    except (TypeError, ValueError) as exc:
+        # kwargs the constructor's signature refuses are the file's fault; anything else was raised
+        # inside the constructor (a value it rejects, or a bug there), and is reported as such
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        if not _binds(NETWORKS[name], kwargs):
+            raise CheckpointError(f"{path}: network {name!r} cannot be built from kwargs {kwargs!r} ({why}); "
+                                  "expected the constructor arguments fer_sweep wrote") from None
+        raise CheckpointError(f"{path}: network {name!r} refused its kwargs {kwargs!r}: its constructor raised "
+                              f"{type(exc).__name__} ({why}); expected values the constructor accepts") from None
     state = _state_dict(path, ckpt)
     scales = ckpt.get("int8_scales") or {}
     if not isinstance(scales, dict):
