@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 
+from fer_sweep.cpu import cpu_model
+from fer_sweep.io import atomic_write_json
 from fer_sweep.data.classes import CLASS_NAMES
 from fer_sweep.demo.detectors import make_detector
 from fer_sweep.demo.draw import annotate
@@ -388,9 +390,9 @@ def main(argv=None) -> int:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     root = Path(os.environ.get("FER2013_ROOT", ROOT.parent / "shared" / "data" / "fer2013"))
     faces = fer_faces(root, args.faces)
-    results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "opencv": cv2.__version__,
+    results: dict = {"machine": {"cpu": cpu_model(), "cpus": os.cpu_count(), "torch": torch.__version__, "opencv": cv2.__version__,
                                  "torch_threads": torch.get_num_threads(), "cv2_threads": cv2.getNumThreads()}}
-    print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"OpenCV {cv2.__version__} ({cv2.getNumThreads()} threads)")
 
     sets = {
@@ -449,7 +451,7 @@ def main(argv=None) -> int:
                     print_rates(name, {s: r[s] for s in sets})
                 print(f"  {name:29s} end to end: {fmt_speed(r)} ({r['faces_per_frame']:.2f} faces/frame)")
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
     return 0
 
 

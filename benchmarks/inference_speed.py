@@ -22,7 +22,6 @@ compared (max |logit difference| and max |probability difference|) on the same f
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -33,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_sweep.cpu import cpu_model
 from fer_sweep.data.preprocess import to_model_input
+from fer_sweep.io import atomic_write_json
 from fer_sweep.models.predict import optimise_for_inference
 from fer_sweep.models.registry import load_checkpoint
 from fer_sweep.weights import shipped_models
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     faces = rng.integers(0, 256, (max(4 * args.batch, 1024), 48, 48), dtype=np.uint8)
     load0 = os.getloadavg()
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"torch {torch.__version__}, {cpu_model()} ({platform.machine()}), {os.cpu_count()} CPUs, "
           f"capability {torch.backends.cpu.get_cpu_capability()}, load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     results = []
     for name, path in models.items():
@@ -160,8 +161,8 @@ def main(argv=None) -> int:
     load1 = os.getloadavg()
     print_table(results, args.batch, load0, load1)
     if args.json:
-        args.json.write_text(json.dumps({"torch": torch.__version__, "cpus": os.cpu_count(), "loadavg_start": load0,
-                                         "loadavg_end": load1, "results": results}, indent=2) + "\n")
+        atomic_write_json(args.json, {"torch": torch.__version__, "cpu": cpu_model(), "cpus": os.cpu_count(), "loadavg_start": load0,
+                                      "loadavg_end": load1, "results": results})
         print(f"wrote {args.json}")
     return 0
 

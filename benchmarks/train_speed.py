@@ -64,6 +64,9 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 
+from fer_sweep.cpu import cpu_model
+from fer_sweep.io import atomic_write_json
+
 BATCH = 128
 LR = 1e-3
 TRAIN_IMAGES = 28_709
@@ -380,7 +383,7 @@ def main(argv: list[str] | None = None) -> None:
 
     mode = "full epochs" if args.full else f"short: {args.batches} steps after {args.warmup} warm-up, x{STEPS_PER_EPOCH / args.batches:.2f} -> 1 epoch"
     print(f"Deep-Emotion, batch {BATCH}, Adam {LR:g}, FER2013 train ({TRAIN_IMAGES} faces, {STEPS_PER_EPOCH} steps/epoch); {mode}")
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; (b),(c): threads={args.threads or 'default'}, malloc={args.malloc}, forward={args.forward}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; rounds={args.rounds}, interleaved")
+    print(f"torch {torch.__version__}, {cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; (b),(c): threads={args.threads or 'default'}, malloc={args.malloc}, forward={args.forward}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; rounds={args.rounds}, interleaved")
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}
     for r in range(args.rounds):
         for v in args.variants if r % 2 == 0 else args.variants[::-1]:  # a b c, c b a, ...: drift cancels
@@ -414,7 +417,7 @@ def main(argv: list[str] | None = None) -> None:
     if "c" in med:
         print(f"  (c) {med['c']:.2f} s/epoch      (target <= 15 s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": runs, "median_epoch_s": med}, indent=2))
+        atomic_write_json(args.json, {"args": vars(args), "cpu": cpu_model(), "runs": runs, "median_epoch_s": med})
 
 
 if __name__ == "__main__":
