@@ -7,6 +7,8 @@ synthetic copies written to tmp_path.
 
 from __future__ import annotations
 
+import copy
+
 import csv
 import json
 import os
@@ -209,6 +211,30 @@ def test_optimised_network_equals_eager(name):
         assert torch.equal(v, before[k]), k
     assert type(net.pool2 if name == "deep_emotion" else net.features[0][6]).__name__ == "MaxPool2d"
     assert type(net.norm if name == "deep_emotion" else net.features[0][1]).__name__ == "BatchNorm2d"
+
+
+def test_subnormal_weights_are_flushed_in_the_inference_copy_only():
+    """Weight decay leaves weights that get no gradient subnormal (the shipped deep_emotion_plus has
+    25,836 in fc1); the optimised copy zeroes them, the network keeps them, the outputs agree."""
+    from fer_sweep.models.predict import flush_subnormals_
+
+    net = tiny_net("deep_emotion")
+    tiny = torch.finfo(torch.float32).tiny
+    with torch.no_grad():
+        net.fc1.weight[:, ::2] = tiny / 8  # subnormal
+        net.fc1.weight[0, 1] = -tiny / 3
+        net.fc1.weight[1, 1] = tiny  # the smallest normal number stays
+    kept = net.fc1.weight.detach().clone()
+    work = flush_subnormals_(copy.deepcopy(net))
+    w = work.fc1.weight
+    assert int((w == 0).sum()) == 50 * 405 + 1 and float(w[1, 1]) == tiny
+    assert torch.equal(w[:, 1::2][2:], kept[:, 1::2][2:])
+    fast = optimise_for_inference(net)
+    assert isinstance(fast, InferenceNet), "the optimised path was refused"
+    assert torch.equal(net.fc1.weight, kept)  # the network itself is untouched
+    x = to_model_input(torch.from_numpy(faces(9, seed=4)))
+    with torch.inference_mode():
+        torch.testing.assert_close(fast(x), net(x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["deep_emotion", "vgg"])

@@ -7,7 +7,7 @@ import os
 import queue
 import sys
 import threading
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 
 def cpu_model() -> str:
@@ -25,6 +25,24 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def flush_subnormals_(tensors: Iterable[Any]) -> None:
+    """Set the subnormal entries (0 < |x| < ``finfo.tiny``, about 1.2e-38 in float32) of each
+    floating-point tensor to zero, in place; other tensors are left alone.
+
+    Why: a CPU multiplies subnormal numbers about 100x slower than normal ones, and weight decay
+    makes them: a weight whose input is always 0 gets no gradient, decays towards zero and ends
+    subnormal, and so do its optimizer state and its L2 gradient.  Setting them to 0 changes each
+    value by less than 1.2e-38 (results are the same within float32 rounding), and a zero with no
+    gradient stays zero.  (``torch.set_flush_denormal`` would do it in hardware, but only on the
+    calling thread, not on the intra-op threads.)"""
+    import torch
+
+    with torch.no_grad():
+        for t in tensors:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+                t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0.0)
 
 
 def tune_allocator() -> bool:

@@ -47,7 +47,7 @@ _BUSY_RETRIES = 20  # x 25 ms: a folder_holder probe holds the lock for microsec
 
 NOT_SETTINGS = ("paths", "data.root", "data.cache_dir", "data.device_resident", "threads", "force", "resume",
                 "malloc_tuning", "matmul_precision", "test_after_fit", "trainer.accelerator", "trainer.enable_progress_bar",
-                "callbacks.progress_bar", "callbacks.lr_monitor", "logger")
+                "callbacks.progress_bar", "callbacks.lr_monitor", "callbacks.flush_subnormals", "logger")
 """Config keys (and everything below them) that say where and how a run ran, or what it logs,
 never what it computes: rerunning a finished run with other threads, paths or logging still finds
 it.  Everything else (seed, data, model, optimizer, scheduler, augmentation, epochs, precision,
