@@ -229,6 +229,7 @@ def test_subnormal_weights_are_flushed_in_the_inference_copy_only():
     w = work.fc1.weight
     assert int((w == 0).sum()) == 50 * 405 + 1 and float(w[1, 1]) == tiny
     assert torch.equal(w[:, 1::2][2:], kept[:, 1::2][2:])
+    assert int((optimise_for_inference(net, jit=False).fc1.weight == 0).sum()) == 50 * 405 + 1  # its working copy is flushed
     fast = optimise_for_inference(net)
     assert isinstance(fast, InferenceNet), "the optimised path was refused"
     assert torch.equal(net.fc1.weight, kept)  # the network itself is untouched

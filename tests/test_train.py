@@ -289,8 +289,20 @@ def test_flush_subnormals_zeroes_tiny_weights_and_optimizer_state_only_on_its_st
     cb.on_train_batch_end(SimpleNamespace(global_step=5, optimizers=[opt]), module, None, None, 0)
     assert _subnormals(lin.weight) == 0 and torch.equal(lin.weight[0], torch.zeros(4)) and torch.equal(lin.weight[1:], normal)
     assert _subnormals(opt.state[lin.weight]["exp_avg_sq"]) == 0 and float(opt.state[lin.weight]["step"]) == 1.0
-    with pytest.raises(ValueError, match="every_n_steps=0"):
-        FlushSubnormals(every_n_steps=0)
+    with torch.no_grad():
+        lin.weight[0] = tiny / 4
+    cb.on_train_batch_end(SimpleNamespace(global_step=5, optimizers=[opt]), module, None, None, 1)  # an accumulated batch
+    assert _subnormals(lin.weight) == 4, "one flush per optimizer step"
+    first = FlushSubnormals(every_n_steps=5)
+    first.on_train_batch_end(SimpleNamespace(global_step=0, optimizers=[opt]), module, None, None, 0)
+    assert _subnormals(lin.weight) == 4, "nothing before the first optimizer step"
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="every_n_steps="):
+            FlushSubnormals(every_n_steps=bad)
+    with pytest.raises(TypeError, match="not a module"):
+        from fer_sweep.cpu import flush_subnormals_
+
+        flush_subnormals_(lin)
 
 
 @pytest.mark.slow

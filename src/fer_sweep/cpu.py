@@ -39,7 +39,10 @@ def flush_subnormals_(tensors: Iterable[Any]) -> None:
     calling thread, not on the intra-op threads.)"""
     import torch
 
-    with torch.no_grad():
+    if isinstance(tensors, torch.nn.Module):
+        raise TypeError("flush_subnormals_ takes tensors, not a module: pass module.parameters() "
+                        "(or fer_sweep.models.predict.flush_subnormals_(module) for parameters and buffers)")
+    with torch.inference_mode():  # also takes tensors made under inference_mode; a normal tensor stays normal
         for t in tensors:
             if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
                 t.masked_fill_(t.abs() < torch.finfo(t.dtype).tiny, 0.0)

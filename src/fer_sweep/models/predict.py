@@ -256,8 +256,8 @@ def fuse_batchnorm(net: nn.Module) -> nn.Module:
 def flush_subnormals_(net: nn.Module) -> nn.Module:
     """:func:`fer_sweep.cpu.flush_subnormals_` on every parameter and buffer of ``net``, in place.
 
-    The shipped ``deep_emotion_plus`` has 25,836 of its 40,500 ``fc1`` weights subnormal (weight
-    decay on weights that get no gradient): on one face they cost ~25% of the time.  Each
+    The shipped ``deep_emotion_plus`` has 26,060 subnormal weights, 25,836 of them among the 40,500
+    of ``fc1`` (weight decay on weights that get no gradient): on one face they cost ~25% of the time.  Each
     flushed weight changes a logit by less than 1e-37, far below float32 rounding."""
     cpu_flush_subnormals_(list(net.parameters()) + list(net.buffers()))
     return net
