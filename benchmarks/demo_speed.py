@@ -33,13 +33,13 @@ import numpy as np
 import torch
 
 from fer_sweep.cpu import cpu_model
-from fer_sweep.io import atomic_write_json
 from fer_sweep.data.classes import CLASS_NAMES
 from fer_sweep.demo.detectors import make_detector
 from fer_sweep.demo.draw import annotate
 from fer_sweep.demo.errors import DemoError
 from fer_sweep.demo.pipeline import run
 from fer_sweep.demo.predictor import Predictor
+from fer_sweep.io import atomic_write_json
 from fer_sweep.models.registry import build_net
 
 W, H = 640, 480

@@ -8,7 +8,6 @@ synthetic copies written to tmp_path.
 from __future__ import annotations
 
 import copy
-
 import csv
 import json
 import os

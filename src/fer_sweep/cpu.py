@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import queue
 import sys
@@ -10,10 +11,12 @@ import threading
 from typing import Any, Callable, Iterable, Sequence
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`),
     so that every benchmark's output says which machine it was measured on: speeds differ by
-    30-50% between the CPUs a 2-core machine of this project has had."""
+    30-50% between the CPUs a 2-core machine of this project has had.  Read once per process
+    (benchmarks ask for it for their header and again for their JSON)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
