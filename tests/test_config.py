@@ -118,3 +118,14 @@ def test_output_folders_carry_a_per_launch_token():
     assert "${fer_run_id:}" in OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["dir"]
     token = run_id()
     assert token == run_id() and len(token) == 6
+
+
+@pytest.mark.parametrize("choice", ["default", "none"])
+def test_both_callback_sets_flush_subnormals(choice):
+    """The flush changes speed, not results, so the minimal set (GPU and quick grids) keeps it too."""
+    from fer_sweep.callbacks import FlushSubnormals
+
+    cfg = compose_cfg([f"callbacks={choice}"])
+    assert isinstance(hydra.utils.instantiate(cfg.callbacks.flush_subnormals), FlushSubnormals)
+    if choice == "none":
+        assert set(cfg.callbacks) == {"model_checkpoint", "last_checkpoint", "epoch_metrics", "flush_subnormals"}

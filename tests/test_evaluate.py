@@ -225,7 +225,7 @@ def test_subnormal_weights_are_flushed_in_the_inference_copy_only():
         net.fc1.weight[1, 1] = tiny  # the smallest normal number stays
     kept = net.fc1.weight.detach().clone()
     work = flush_subnormals_(copy.deepcopy(net))
-    w = work.fc1.weight
+    w = work.fc1.weight.detach()
     assert int((w == 0).sum()) == 50 * 405 + 1 and float(w[1, 1]) == tiny
     assert torch.equal(w[:, 1::2][2:], kept[:, 1::2][2:])
     assert int((optimise_for_inference(net, jit=False).fc1.weight == 0).sum()) == 50 * 405 + 1  # its working copy is flushed
