@@ -468,7 +468,7 @@ def _freeze_both(net: nn.Module, example_u8: torch.Tensor) -> tuple[nn.Module, n
 
 
 def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-4, jit: bool = True, tune: bool = True,
-                           small_threads: int | None = 1) -> nn.Module:
+                           small_threads: int | None = 1, native: bool = True) -> nn.Module:
     """A faster, inference-only version of ``net`` (the network itself is not changed).
 
     On a CPU, measured on a 2-core AVX-512 EPYC (``benchmarks/inference_speed.py``):
@@ -489,6 +489,10 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
       around the network (5-10% of the time for one face);
     * one face under ``torch.inference_mode()`` on one thread goes straight to the small graph's
       compiled method (:meth:`InferenceNet.proba`; ~15 us of ~330 us a face);
+    * Deep-Emotion with ``native`` (default): uint8 faces in batches below :data:`CHANNELS_LAST_FROM`
+      (the recognizer's per-face calls) run through one compiled C++ call instead of the small graph
+      (:mod:`fer_sweep.models.native`; built on first use, skipped where it cannot be built, and
+      checked against eager like the rest);
     * batches larger than :data:`LARGE_BATCH_CHUNK` run in chunks of that size (cache-sized);
     * with ``T > 1`` torch threads, a batch of at least ``T`` x :data:`CHANNELS_LAST_FROM` faces
       is cut into equal slices (:func:`parallel_slices`: ``T`` of them, or a multiple of ``T``
@@ -527,6 +531,7 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
     gen = torch.Generator().manual_seed(0)
     probe_u8 = torch.randint(0, 256, (64, SIZE, SIZE), generator=gen, dtype=torch.uint8)
     probe = to_model_input(probe_u8)
+    native_proba = _native_proba(work) if native and name == "deep_emotion" else None
     _swap_pools(work)
     _fast_grid(work)
     _fix_pool_sizes(work, probe[:1])
@@ -542,6 +547,8 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
             finally:
                 torch.set_num_threads(threads)
             small, small_proba = _freeze_both(small_eager, probe_u8[:2])
+            if native_proba is not None:
+                small_proba = native_proba
             large, large_proba, large_thnn = small, small_proba, small_thnn
             if has_large:
                 large_eager = _ChannelsLast(copy.deepcopy(work))
@@ -552,7 +559,7 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
         return work
     chunk = LARGE_BATCH_CHUNK if has_large else 0
     plan = {"network": name, "channels_last_from": threshold, "thnn_convs_small": small_thnn, "thnn_convs_large": large_thnn,
-            "chunk": chunk, "parallel_slices": has_large}
+            "chunk": chunk, "parallel_slices": has_large, "native_small": native_proba is not None}
     fast = InferenceNet(eager, small, large, threshold, num_classes, plan, small_threads, small_proba, large_proba, chunk,
                         parallel=has_large)
     if check:
@@ -567,6 +574,17 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
                     log.warning("optimise_for_inference: %s differs from eager by %.2e (> %.0e); using the eager network", type(net).__name__, err, tol)
                     return eager
     return fast
+
+
+def _native_proba(work: nn.Module) -> nn.Module | None:
+    """The C++ single-face path for a plain Deep-Emotion with BatchNorm folded (``work``), or ``None``."""
+    from fer_sweep.models.deep_emotion import DeepEmotion
+    from fer_sweep.models.native import NativeDeepEmotionProba, load_kernel
+
+    if type(work) is not DeepEmotion:
+        return None
+    kernel = load_kernel()
+    return None if kernel is None else NativeDeepEmotionProba(work, kernel)
 
 
 class _quiet_tracer:

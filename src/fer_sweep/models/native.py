@@ -1,0 +1,103 @@
+"""Deep-Emotion's single-face inference as one compiled C++ call (``deep_emotion_native.cpp``).
+
+Why: for one 48x48 face the frozen TorchScript graph of :func:`fer_sweep.models.predict.optimise_for_inference`
+runs ~60 small ATen ops, and dispatching them costs about as much as their arithmetic.  The C++
+kernel runs the whole network (uint8 face in, probabilities out) in one call with every activation in
+the cache: ~1.6-1.9x the frozen graph's rate for single faces on a 2-core AVX2 EPYC (one thread; see
+``benchmarks/inference_speed.py``).  Batches keep the TorchScript path, which is as fast there.
+
+The kernel is compiled on first use with the C++ compiler PyTorch finds (``torch.utils.cpp_extension``,
+``-O3 -march=native``; about a minute, once per machine type: the build is cached in
+``~/.cache/torch_extensions`` under a name that includes this CPU's instruction-set flags, so a
+home directory shared by different CPUs never loads code built for another).  Without a compiler,
+or with ``FER_SWEEP_NATIVE=0`` in the environment, :func:`load_kernel` returns ``None`` and the
+TorchScript path is used.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from fer_sweep.data.preprocess import MEAN, SIZE, STD
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("deep_emotion_native.cpp")
+
+PARAMETER_ORDER = (
+    "localization.0.weight", "localization.0.bias", "localization.3.weight", "localization.3.bias",
+    "fc_loc.0.weight", "fc_loc.0.bias", "fc_loc.2.weight", "fc_loc.2.bias",
+    "conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias", "conv3.weight", "conv3.bias",
+    "conv4.weight", "conv4.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
+)
+"""The kernel's parameters, in its order (a Deep-Emotion state dict with BatchNorm folded into conv4)."""
+
+
+def cpu_flags() -> str:
+    """This CPU's instruction-set flags as Linux lists them (``""`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line.split(":", 1)[-1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def build_key(flags: str | None = None) -> str:
+    """What the compiled code depends on (the instruction-set flags, the torch build, the source),
+    hashed into the extension's name."""
+    flags = cpu_flags() if flags is None else flags
+    text = "|".join([flags or platform.processor() or platform.machine(), torch.__version__, SOURCE.read_text()])
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def native_disabled() -> bool:
+    return os.environ.get("FER_SWEEP_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
+
+
+@functools.lru_cache(maxsize=1)
+def load_kernel():
+    """The compiled kernel module (built on the first call in a process if it is not cached), or ``None``."""
+    if native_disabled():
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        log.info("loading the native Deep-Emotion kernel (the first time on this machine type it is compiled: about a minute)")
+        return load(name=f"fer_sweep_deep_emotion_{build_key()}", sources=[str(SOURCE)],
+                    extra_cflags=["-O3", "-march=native"], verbose=False)
+    except Exception as exc:  # no compiler, no ninja, a failed build: the TorchScript path stays
+        log.warning("native Deep-Emotion kernel unavailable (%s); using TorchScript", str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        return None
+
+
+class NativeDeepEmotionProba(nn.Module):
+    """``softmax(net(to_model_input(faces)))`` for uint8 faces ``(N, 48, 48)`` on the CPU, by the kernel.
+
+    ``net`` is a Deep-Emotion with BatchNorm folded into conv4 (what
+    :func:`fer_sweep.models.predict.fuse_batchnorm` makes); its weights are copied."""
+
+    def __init__(self, net: nn.Module, kernel) -> None:
+        super().__init__()
+        state = {k: v for k, v in net.state_dict().items()}
+        missing = [k for k in PARAMETER_ORDER if k not in state]
+        if missing or any(k.startswith("norm.") for k in state):
+            raise ValueError(f"NativeDeepEmotionProba: needs a Deep-Emotion with BatchNorm folded in; missing {missing or 'the fold'}")
+        self.params = [state[k].detach().to("cpu", torch.float32).contiguous().clone() for k in PARAMETER_ORDER]
+        self.kernel = kernel
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        if faces.dim() == 4 and faces.shape[1] == 1:
+            faces = faces[:, 0]
+        if faces.dtype != torch.uint8 or faces.dim() != 3 or tuple(faces.shape[1:]) != (SIZE, SIZE):
+            raise ValueError(f"faces must be (N, {SIZE}, {SIZE}) uint8, got {tuple(faces.shape)} {faces.dtype}")
+        return self.kernel.proba(faces, self.params, MEAN, STD)
