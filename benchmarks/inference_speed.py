@@ -12,9 +12,9 @@ Two workloads, each measured in the same run for both paths:
 * batched: ``--batch`` faces per call (as ``python -m fer_sweep.evaluate`` runs).
 
 Eager is ``net.eval()`` under ``torch.no_grad()``; optimised is ``optimise_for_inference(net)`` under
-``torch.inference_mode()``.  For Deep-Emotion the optimised single-face path is the compiled C++ kernel
-(:mod:`fer_sweep.models.native`) where it builds; the single workload then also times
-``optimise_for_inference(net, native=False)`` (the TorchScript graph) in the same rounds.  Both paths are timed in alternating rounds (so load from other processes
+``torch.inference_mode()``.  For Deep-Emotion the optimised path from uint8 faces is the compiled C++ kernel
+(:mod:`fer_sweep.models.native`) where it builds; both workloads then also time
+``optimise_for_inference(net, native=False)`` (the TorchScript graphs) in the same rounds.  Both paths are timed in alternating rounds (so load from other processes
 hits both alike) and the best round is reported, in wall-clock faces/s and in faces per CPU-second of
 this process (``time.process_time``; with 1 thread, the rate on a core of its own).  The load average
 is printed, since on a shared machine wall-clock rates depend on it.  Outputs of the two paths are
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             fast = optimise_for_inference(net)
             t_opt = time.perf_counter() - t0
-            native = bool(getattr(fast, "plan", {}).get("native_small"))
+            native = bool(getattr(fast, "plan", {}).get("native_proba"))
             scripted = optimise_for_inference(net, native=False) if native else None  # the same without the C++ kernel
             u8 = torch.from_numpy(faces[:args.batch])
             x = to_model_input(u8)
@@ -155,7 +155,7 @@ def main(argv=None) -> int:
             for workload, per_call, mk in (("single", 1, lambda m, ctx: make_single(m, faces, ctx)),
                                           ("batched", args.batch, lambda m, ctx: make_batched(m, faces, args.batch, ctx))):
                 paths = {"eager": mk(net, torch.no_grad), "optimised": mk(fast, torch.inference_mode)}
-                if scripted is not None and workload == "single":  # batches take the TorchScript graph either way
+                if scripted is not None:
                     paths["torchscript"] = mk(scripted, torch.inference_mode)
                 r = measure(paths, per_call, secs, args.rounds)
                 row = {"model": name, "params": params, "threads": threads, "workload": workload, "batch": per_call,

@@ -81,26 +81,36 @@ def test_random_weights_and_batch_sizes(num_classes):
     torch.testing.assert_close(fast(strided), fast(strided.contiguous()))
 
 
-def test_optimise_for_inference_uses_it_for_single_faces_only():
+def test_optimise_for_inference_uses_it_for_uint8_faces():
     kernel_or_skip()
     net = random_net()
     fast = optimise_for_inference(net)
-    assert fast.plan["native_small"] is True
-    assert isinstance(fast.small_proba, native.NativeDeepEmotionProba)
+    assert fast.plan["native_proba"] is True
+    assert isinstance(fast.small_proba, native.NativeDeepEmotionProba) and fast.large_proba is fast.small_proba
     faces = torch.randint(0, 256, (64, 48, 48), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    threads = torch.get_num_threads()
     with torch.inference_mode():
         one = fast.proba(faces[:1])
-        batch = fast.proba(faces)  # 64 faces: the channels-last TorchScript graph
-    torch.testing.assert_close(one.double(), reference_proba(net, faces[:1]), rtol=0, atol=2e-5)
-    torch.testing.assert_close(batch.double(), reference_proba(net, faces), rtol=0, atol=2e-5)
-    assert optimise_for_inference(net, native=False).plan["native_small"] is False
+        batch = fast.proba(faces)
+        torch.set_num_threads(2)  # 64 faces on 2 threads: slices on two workers, the kernel in each
+        try:
+            sliced = fast.proba(faces)
+        finally:
+            torch.set_num_threads(threads)
+        logits = fast(to_model_input(faces))  # float input: the TorchScript graphs
+    ref = reference_proba(net, faces)
+    torch.testing.assert_close(one.double(), ref[:1], rtol=0, atol=2e-5)
+    torch.testing.assert_close(batch.double(), ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(sliced, batch, rtol=0, atol=0)
+    torch.testing.assert_close(torch.softmax(logits, 1).double(), ref, rtol=0, atol=2e-5)
+    assert optimise_for_inference(net, native=False).plan["native_proba"] is False
 
 
 def test_without_a_kernel_the_torchscript_path_is_used(monkeypatch):
     monkeypatch.setattr(native, "load_kernel", lambda: None)
     net = random_net()
     fast = optimise_for_inference(net)
-    assert fast.plan["native_small"] is False
+    assert fast.plan["native_proba"] is False
     assert not isinstance(fast.small_proba, native.NativeDeepEmotionProba)
     faces = torch.randint(0, 256, (1, 48, 48), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
     with torch.inference_mode():
@@ -134,3 +144,24 @@ def test_bad_input_is_refused_in_one_line():
         fast(torch.zeros(1, 40, 40, dtype=torch.uint8))
     with pytest.raises(ValueError, match="BatchNorm folded"):
         native.NativeDeepEmotionProba(random_net(), kernel)  # BatchNorm not folded: refused, not wrong
+
+
+def test_a_first_build_is_announced(monkeypatch, caplog):
+    """The first use on a machine type compiles for about a minute: say so, visibly (a warning)."""
+    assert native._built("fer_sweep_deep_emotion_never_built") is False
+    monkeypatch.setattr(native, "_built", lambda name: False)
+    monkeypatch.setattr(native, "native_disabled", lambda: False)
+    import torch.utils.cpp_extension as cpp
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("error: no C++ compiler found")
+    monkeypatch.setattr(cpp, "load", no_compiler)
+    native.load_kernel.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="fer_sweep.models.native"):
+            assert native.load_kernel() is None  # a failed build falls back, in one line
+    finally:
+        native.load_kernel.cache_clear()
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("compiling the native Deep-Emotion kernel" in m for m in messages), messages
+    assert any("unavailable (error: no C++ compiler found); using TorchScript" in m for m in messages), messages

@@ -3,8 +3,10 @@
 Why: for one 48x48 face the frozen TorchScript graph of :func:`fer_sweep.models.predict.optimise_for_inference`
 runs ~60 small ATen ops, and dispatching them costs about as much as their arithmetic.  The C++
 kernel runs the whole network (uint8 face in, probabilities out) in one call with every activation in
-the cache: ~1.6-1.9x the frozen graph's rate for single faces on a 2-core AVX2 EPYC (one thread; see
-``benchmarks/inference_speed.py``).  Batches keep the TorchScript path, which is as fast there.
+the cache, and each convolution as whole planes of two output channels x 32 positions accumulated in
+vector registers: 2-3x the frozen graph's rate for single faces, ~1.5x for batches, on a 2-core AVX2
+EPYC (one thread, while other jobs ran; ``benchmarks/inference_speed.py`` measures both side by side).
+It releases the GIL, so the 2-thread path's slices still run side by side.
 
 The kernel is compiled on first use with the C++ compiler PyTorch finds (``torch.utils.cpp_extension``,
 ``-O3 -march=native``; about a minute, once per machine type: the build is cached in
@@ -64,17 +66,28 @@ def native_disabled() -> bool:
     return os.environ.get("FER_SWEEP_NATIVE", "1").strip().lower() in ("0", "false", "no", "off")
 
 
+def _built(name: str) -> bool:
+    """Whether torch's extension cache already holds a build of ``name``."""
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private: only for the notice above
+
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+    except Exception:
+        return True  # unknown: no notice
+
+
 @functools.lru_cache(maxsize=1)
 def load_kernel():
     """The compiled kernel module (built on the first call in a process if it is not cached), or ``None``."""
     if native_disabled():
         return None
+    name = f"fer_sweep_deep_emotion_{build_key()}"
+    if not _built(name):  # a warning, so that it shows without any logging set up (the recognizer's first start waits)
+        log.warning("compiling the native Deep-Emotion kernel for this CPU (once per machine type, about a minute)")
     try:
         from torch.utils.cpp_extension import load
 
-        log.info("loading the native Deep-Emotion kernel (the first time on this machine type it is compiled: about a minute)")
-        return load(name=f"fer_sweep_deep_emotion_{build_key()}", sources=[str(SOURCE)],
-                    extra_cflags=["-O3", "-march=native"], verbose=False)
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: the TorchScript path stays
         log.warning("native Deep-Emotion kernel unavailable (%s); using TorchScript", str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
         return None

@@ -489,10 +489,12 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
       around the network (5-10% of the time for one face);
     * one face under ``torch.inference_mode()`` on one thread goes straight to the small graph's
       compiled method (:meth:`InferenceNet.proba`; ~15 us of ~330 us a face);
-    * Deep-Emotion with ``native`` (default): uint8 faces in batches below :data:`CHANNELS_LAST_FROM`
-      (the recognizer's per-face calls) run through one compiled C++ call instead of the small graph
-      (:mod:`fer_sweep.models.native`; built on first use, skipped where it cannot be built, and
-      checked against eager like the rest);
+    * Deep-Emotion with ``native`` (default): :meth:`InferenceNet.proba` (uint8 faces to
+      probabilities: the recognizer's per-face calls, ``predict_proba`` without TTA) runs one compiled
+      C++ call per batch or slice instead of a TorchScript graph (:mod:`fer_sweep.models.native`;
+      built on first use, skipped where it cannot be built, and checked against eager like the rest;
+      it releases the GIL, so slices still run side by side).  ``forward`` (float input, logits)
+      keeps the graphs;
     * batches larger than :data:`LARGE_BATCH_CHUNK` run in chunks of that size (cache-sized);
     * with ``T > 1`` torch threads, a batch of at least ``T`` x :data:`CHANNELS_LAST_FROM` faces
       is cut into equal slices (:func:`parallel_slices`: ``T`` of them, or a multiple of ``T``
@@ -547,19 +549,19 @@ def optimise_for_inference(net: nn.Module, check: bool = True, atol: float = 1e-
             finally:
                 torch.set_num_threads(threads)
             small, small_proba = _freeze_both(small_eager, probe_u8[:2])
-            if native_proba is not None:
-                small_proba = native_proba
             large, large_proba, large_thnn = small, small_proba, small_thnn
             if has_large:
                 large_eager = _ChannelsLast(copy.deepcopy(work))
                 large_thnn = _tune_convs(large_eager, probe[:32], reps=5) if tune else []
                 large, large_proba = _freeze_both(large_eager, probe_u8[:threshold])
+            if native_proba is not None:  # uint8 faces to probabilities: the C++ kernel at every batch size
+                small_proba = large_proba = native_proba
     except Exception as exc:  # a network TorchScript cannot trace stays eager (BatchNorm still folded)
         log.warning("optimise_for_inference: tracing %s failed (%s); using the eager network", type(net).__name__, str(exc).splitlines()[0])
         return work
     chunk = LARGE_BATCH_CHUNK if has_large else 0
     plan = {"network": name, "channels_last_from": threshold, "thnn_convs_small": small_thnn, "thnn_convs_large": large_thnn,
-            "chunk": chunk, "parallel_slices": has_large, "native_small": native_proba is not None}
+            "chunk": chunk, "parallel_slices": has_large, "native_proba": native_proba is not None}
     fast = InferenceNet(eager, small, large, threshold, num_classes, plan, small_threads, small_proba, large_proba, chunk,
                         parallel=has_large)
     if check:
