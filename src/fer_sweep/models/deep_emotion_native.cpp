@@ -111,27 +111,55 @@ static void affine_sample(const float* img, int H, int W, const float* th, float
   }
 }
 
-// p: localization.0.{weight,bias}, localization.3.*, fc_loc.0.*, fc_loc.2.*, conv1.*, conv2.*, conv3.*,
-// conv4.* (BatchNorm folded in), fc1.*, fc2.*: 20 contiguous float32 CPU tensors of Deep-Emotion's shapes
-torch::Tensor proba(torch::Tensor faces, std::vector<torch::Tensor> p, double mean, double std_) {
-  TORCH_CHECK(faces.device().is_cpu() && faces.dtype() == torch::kUInt8 && faces.dim() == 3 && faces.size(1) == 48 && faces.size(2) == 48,
-              "faces must be uint8 (N, 48, 48) on the CPU");
-  TORCH_CHECK(p.size() == 20, "expected Deep-Emotion's 20 parameter tensors, got ", p.size());
-  for (auto& t : p) TORCH_CHECK(t.device().is_cpu() && t.dtype() == torch::kFloat32 && t.is_contiguous(), "parameters must be contiguous float32 CPU tensors");
-  TORCH_CHECK(p[18].dim() == 2 && p[18].size(1) == 50, "fc2 must be (classes, 50)");
-  faces = faces.contiguous();
-  const int N = faces.size(0), ncls = p[18].size(0);
-  auto result = torch::empty({N, ncls});
-  std::vector<const float*> P;
-  for (auto& t : p) P.push_back(t.data_ptr<float>());
-  // buffers (zeroed once; 64 floats of slack for the vector loads past the last plane)
-  auto buf = [](int n) { return std::vector<float>(n + 64, 0.f); };
+// per-thread activations, zeroed once (64 floats of slack for the vector loads past the last plane);
+// what a call leaves in them is finite and overwritten before the next call reads it
+struct Buffers {
+  static std::vector<float> buf(int n) { return std::vector<float>(n + 64, 0.f); }
   std::vector<float> x = buf(plane(48, 48)), a = buf(8 * plane(42, 48)), a2 = buf(8 * plane(21, 21)), a3 = buf(10 * plane(17, 21)),
-      a4 = buf(640), h(32), th(6), s = buf(plane(48, 48)), c1 = buf(10 * plane(46, 48)), c2 = buf(10 * plane(44, 48)),
-      p2 = buf(10 * plane(22, 22)), c3 = buf(10 * plane(20, 22)), c4 = buf(10 * plane(18, 22)), p4 = buf(810), f1(50), lg(ncls);
+      a4 = buf(640), h = buf(32), th = buf(6), s = buf(plane(48, 48)), c1 = buf(10 * plane(46, 48)), c2 = buf(10 * plane(44, 48)),
+      p2 = buf(10 * plane(22, 22)), c3 = buf(10 * plane(20, 22)), c4 = buf(10 * plane(18, 22)), p4 = buf(810), f1 = buf(50);
+};
+
+// One network: its parameters (localization.0.{weight,bias}, localization.3.*, fc_loc.0.*, fc_loc.2.*,
+// conv1.*, conv2.*, conv3.*, conv4.* with BatchNorm folded in, fc1.*, fc2.*: 20 contiguous float32 CPU
+// tensors of Deep-Emotion's shapes, checked once here) and the input normalisation.
+struct Net {
+  std::vector<torch::Tensor> p;
+  std::vector<const float*> P;
+  float mean, sd;
+  int ncls;
+
+  Net(std::vector<torch::Tensor> params, double mean_, double std_) : p(std::move(params)), mean((float)mean_), sd((float)std_) {
+    static const int64_t numel[20] = {8 * 49, 8, 10 * 8 * 25, 10, 32 * 640, 32, 6 * 32, 6, 10 * 9, 10, 10 * 90, 10, 10 * 90, 10, 10 * 90, 10, 50 * 810, 50, -1, -1};
+    TORCH_CHECK_VALUE(p.size() == 20, "expected Deep-Emotion's 20 parameter tensors, got ", p.size());
+    TORCH_CHECK_VALUE(p[18].dim() == 2 && p[18].size(1) == 50 && p[18].size(0) >= 1 && p[18].size(0) <= 64 && p[19].numel() == p[18].size(0),
+                      "fc2 must be (classes, 50) with 1-64 classes");
+    for (int i = 0; i < 20; ++i) {
+      TORCH_CHECK_VALUE(p[i].device().is_cpu() && p[i].dtype() == torch::kFloat32 && p[i].is_contiguous(), "parameters must be contiguous float32 CPU tensors");
+      TORCH_CHECK_VALUE(numel[i] < 0 || p[i].numel() == numel[i], "parameter ", i, " has ", p[i].numel(), " values, expected ", numel[i]);
+      P.push_back(p[i].data_ptr<float>());
+    }
+    ncls = (int)p[18].size(0);
+  }
+
+  torch::Tensor proba(torch::Tensor faces) const;
+};
+
+torch::Tensor Net::proba(torch::Tensor faces) const {
+  if (faces.dim() == 4 && faces.size(1) == 1) faces = faces.select(1, 0);
+  TORCH_CHECK_VALUE(faces.device().is_cpu() && faces.dtype() == torch::kUInt8 && faces.dim() == 3 && faces.size(1) == 48 && faces.size(2) == 48,
+                    "faces must be (N, 48, 48) uint8 on the CPU, got ", faces.sizes(), " ", faces.dtype(), " on ", faces.device());
+  faces = faces.contiguous();
+  const int N = (int)faces.size(0);
+  auto result = torch::empty({N, ncls});
+  static thread_local Buffers B;
+  float* x = B.x.data(); float* a = B.a.data(); float* a2 = B.a2.data(); float* a3 = B.a3.data(); float* a4 = B.a4.data();
+  float* h = B.h.data(); float* th = B.th.data(); float* s = B.s.data(); float* c1 = B.c1.data(); float* c2 = B.c2.data();
+  float* p2 = B.p2.data(); float* c3 = B.c3.data(); float* c4 = B.c4.data(); float* p4 = B.p4.data(); float* f1 = B.f1.data();
+  float lg[64];
   const uint8_t* src = faces.data_ptr<uint8_t>();
   float* dst = result.data_ptr<float>();
-  const float scale = 1.f / 255.f, m = (float)mean, sd = (float)std_;
+  const float scale = 1.f / 255.f, m = mean;
 #if defined(__SSE__)
   // subnormals (none in the shipped weights; possible in garbage columns) at full speed
   const unsigned int csr = _mm_getcsr();
@@ -140,24 +168,24 @@ torch::Tensor proba(torch::Tensor faces, std::vector<torch::Tensor> p, double me
   for (int n = 0; n < N; ++n) {
     const uint8_t* f = src + (size_t)n * 2304;
     for (int i = 0; i < 2304; ++i) x[i] = (f[i] * scale - m) / sd;
-    conv<1, 48, 48, 8, 7>(x.data(), P[0], P[1], a.data());          // 42 valid rows x 42 columns
-    pool2_relu<8, 42, 48, 42, true>(a.data(), a2.data());            // 21 x 21
-    conv<8, 21, 21, 10, 5>(a2.data(), P[2], P[3], a3.data());        // 17 x 17
-    pool2_relu<10, 17, 21, 17, false>(a3.data(), a4.data());         // 8 x 8, packed: 640
-    linear(a4.data(), 640, P[4], P[5], 32, h.data(), true);
-    linear(h.data(), 32, P[6], P[7], 6, th.data(), false);
-    affine_sample(x.data(), 48, 48, th.data(), s.data());
-    conv<1, 48, 48, 10, 3>(s.data(), P[8], P[9], c1.data());         // 46 x 46
-    relu<10, 46, 48>(c1.data());
-    conv<10, 46, 48, 10, 3>(c1.data(), P[10], P[11], c2.data());     // 44 x 44
-    pool2_relu<10, 44, 48, 44, true>(c2.data(), p2.data());          // 22 x 22
-    conv<10, 22, 22, 10, 3>(p2.data(), P[12], P[13], c3.data());     // 20 x 20
-    relu<10, 20, 22>(c3.data());
-    conv<10, 20, 22, 10, 3>(c3.data(), P[14], P[15], c4.data());     // 18 x 18
-    pool2_relu<10, 18, 22, 18, false>(c4.data(), p4.data());         // 9 x 9, packed: 810
-    linear(p4.data(), 810, P[16], P[17], 50, f1.data(), true);
-    linear(f1.data(), 50, P[18], P[19], ncls, lg.data(), false);
-    float mx = *std::max_element(lg.begin(), lg.end()), tot = 0.f;
+    conv<1, 48, 48, 8, 7>(x, P[0], P[1], a);          // 42 valid rows x 42 columns
+    pool2_relu<8, 42, 48, 42, true>(a, a2);            // 21 x 21
+    conv<8, 21, 21, 10, 5>(a2, P[2], P[3], a3);        // 17 x 17
+    pool2_relu<10, 17, 21, 17, false>(a3, a4);         // 8 x 8, packed: 640
+    linear(a4, 640, P[4], P[5], 32, h, true);
+    linear(h, 32, P[6], P[7], 6, th, false);
+    affine_sample(x, 48, 48, th, s);
+    conv<1, 48, 48, 10, 3>(s, P[8], P[9], c1);         // 46 x 46
+    relu<10, 46, 48>(c1);
+    conv<10, 46, 48, 10, 3>(c1, P[10], P[11], c2);     // 44 x 44
+    pool2_relu<10, 44, 48, 44, true>(c2, p2);          // 22 x 22
+    conv<10, 22, 22, 10, 3>(p2, P[12], P[13], c3);     // 20 x 20
+    relu<10, 20, 22>(c3);
+    conv<10, 20, 22, 10, 3>(c3, P[14], P[15], c4);     // 18 x 18
+    pool2_relu<10, 18, 22, 18, false>(c4, p4);         // 9 x 9, packed: 810
+    linear(p4, 810, P[16], P[17], 50, f1, true);
+    linear(f1, 50, P[18], P[19], ncls, lg, false);
+    float mx = *std::max_element(lg, lg + ncls), tot = 0.f;
     for (int k = 0; k < ncls; ++k) { lg[k] = std::exp(lg[k] - mx); tot += lg[k]; }
     for (int k = 0; k < ncls; ++k) dst[(size_t)n * ncls + k] = lg[k] / tot;
   }
@@ -167,4 +195,8 @@ torch::Tensor proba(torch::Tensor faces, std::vector<torch::Tensor> p, double me
   return result;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) { m.def("proba", &proba, py::call_guard<py::gil_scoped_release>()); }
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  py::class_<Net>(m, "Net")
+      .def(py::init<std::vector<torch::Tensor>, double, double>())
+      .def("proba", &Net::proba, py::call_guard<py::gil_scoped_release>());
+}

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from fer_sweep.data.preprocess import MEAN, SIZE, STD
+from fer_sweep.data.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +107,10 @@ class NativeDeepEmotionProba(nn.Module):
             raise ValueError(f"NativeDeepEmotionProba: needs a Deep-Emotion with BatchNorm folded in; missing {missing or 'the fold'}")
         self.params = [state[k].detach().to("cpu", torch.float32).contiguous().clone() for k in PARAMETER_ORDER]
         self.kernel = kernel
+        self.direct = kernel.Net(self.params, MEAN, STD).proba
+        """The compiled call itself (what :class:`~fer_sweep.models.predict.InferenceNet` calls for one
+        face): uint8 ``(N, 48, 48)`` or ``(N, 1, 48, 48)`` in, probabilities out; anything else is a
+        ``ValueError`` naming the shape and type it got."""
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        if faces.dim() == 4 and faces.shape[1] == 1:
-            faces = faces[:, 0]
-        if faces.dtype != torch.uint8 or faces.dim() != 3 or tuple(faces.shape[1:]) != (SIZE, SIZE):
-            raise ValueError(f"faces must be (N, {SIZE}, {SIZE}) uint8, got {tuple(faces.shape)} {faces.dtype}")
-        return self.kernel.proba(faces, self.params, MEAN, STD)
+        return self.direct(faces)

@@ -372,7 +372,7 @@ class InferenceNet(nn.Module):
         self.threshold, self.num_classes, self.plan = int(threshold), num_classes, plan
         self.small_threads, self.chunk, self.parallel = small_threads, int(chunk), bool(parallel)
         # the bound TorchScript method for one face, valid when _run would call small_proba directly
-        self._one_face = getattr(small_proba, "forward", None) if self.threshold > 1 else None
+        self._one_face = getattr(small_proba, "direct", getattr(small_proba, "forward", None)) if self.threshold > 1 else None
 
     def _small_runs_on(self, threads: int) -> bool:
         """Whether the small graph runs on the caller's ``threads`` as they are (else on ``small_threads``)."""
