@@ -5,10 +5,14 @@ fallback to TorchScript where it cannot be built."""
 from __future__ import annotations
 
 import copy
+import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fer_sweep.data.preprocess import to_model_input
 from fer_sweep.models import native
@@ -20,28 +24,56 @@ from helpers import one_torch_thread  # noqa: F401 (an autouse fixture: one torc
 
 
 def kernel_or_skip():
+    from torch.utils.cpp_extension import is_ninja_available
+
     if native.native_disabled():
         pytest.skip("FER_SWEEP_NATIVE=0: the native kernel is switched off")
     kernel = native.load_kernel()
     if kernel is None:
-        if shutil.which("c++") or shutil.which("g++"):
-            pytest.fail("the native Deep-Emotion kernel did not build although a C++ compiler is installed (see the log)")
-        pytest.skip("no C++ compiler: the native kernel cannot be built here (the TorchScript path is used)")
+        if (shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")) and is_ninja_available() and sys.platform != "win32":
+            pytest.fail("the native Deep-Emotion kernel did not build although a C++ compiler and ninja are installed (see the log)")
+        pytest.skip("no C++ compiler or ninja: the native kernel cannot be built here (the TorchScript path is used)")
     return kernel
 
 
-def reference_proba(net: torch.nn.Module, faces_u8: torch.Tensor) -> torch.Tensor:
+def reference_logits(net: torch.nn.Module, faces_u8: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+    """The plain network's logits in float64 (``align_corners=True``: a deliberately wrong variant,
+    to show that the comparisons below would notice a sampling error)."""
+    net = copy.deepcopy(net).double().eval()
+    x = to_model_input(faces_u8).double()
     with torch.no_grad():
-        return torch.softmax(net.eval().reference_forward(to_model_input(faces_u8)).double(), 1)
+        grid = F.affine_grid(net.transform(x), list(x.shape), align_corners=align_corners)
+        out = F.grid_sample(x, grid, align_corners=align_corners)
+        out = F.relu(net.conv1(out))
+        out = F.relu(net.pool2(net.conv2(out)))
+        out = F.relu(net.conv3(out))
+        out = F.relu(net.pool4(net.norm(net.conv4(out))))
+        return net.fc2(F.relu(net.fc1(out.flatten(1))))
 
 
-def random_net(num_classes: int = 7, seed: int = 0) -> DeepEmotion:
-    """Deep-Emotion with random weights, a non-identity attention transform and BatchNorm statistics."""
+def reference_proba(net: torch.nn.Module, faces_u8: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(reference_logits(net, faces_u8), 1)
+
+
+def assert_same_log_proba(got: torch.Tensor, net: torch.nn.Module, faces: torch.Tensor, atol: float = 2e-4) -> None:
+    """Log-probabilities within ``atol`` of float64 (probabilities alone hide errors when one class dominates)."""
+    ref = torch.log_softmax(reference_logits(net, faces), 1)
+    torch.testing.assert_close(got.double().log(), ref, rtol=0, atol=atol)
+    wrong = torch.log_softmax(reference_logits(net, faces, align_corners=True), 1)
+    assert float((got.double().log() - wrong).abs().max()) > 10 * atol  # the check can tell a wrong sampling apart
+
+
+def random_net(num_classes: int = 7, seed: int = 0, shift: float = 0.5) -> DeepEmotion:
+    """Deep-Emotion with random weights scaled so that logits spread over several units, an attention
+    transform that rotates, scales and shifts (part of each face sampled from the zero padding) and
+    varies from face to face, and BatchNorm statistics."""
     torch.manual_seed(seed)
     net = DeepEmotion(num_classes=num_classes)
     with torch.no_grad():
-        net.fc_loc[2].weight.normal_(0, 0.01)
-        net.fc_loc[2].bias.add_(torch.tensor([0.1, -0.05, 0.02, 0.03, -0.1, 0.04]))
+        net.fc_loc[2].weight.normal_(0, 0.05)
+        net.fc_loc[2].bias.copy_(torch.tensor([1.2, -0.4, shift, 0.35, 1.1, -shift]))
+        net.fc2.weight.mul_(60)
+        net.fc1.weight.mul_(3)
         net.norm.running_mean.normal_(0, 0.2)
         net.norm.running_var.uniform_(0.5, 2.0)
         net.norm.weight.uniform_(0.5, 1.5)
@@ -61,24 +93,40 @@ def test_same_probabilities_as_the_network_on_privatetest(name, fer_root):
     got = native.NativeDeepEmotionProba(fuse_batchnorm(copy.deepcopy(net).eval()), kernel)(faces)
     ref = reference_proba(net, faces)
     assert float((got.double() - ref).abs().max()) < 2e-5
+    assert_same_log_proba(got, net, faces)
     differ = int((got.argmax(1) != ref.argmax(1)).sum())
     assert differ <= 1, f"{differ} of 3,589 predictions differ"  # only a near-tie may flip
 
 
-@pytest.mark.parametrize("num_classes", [7, 6])
-def test_random_weights_and_batch_sizes(num_classes):
+@pytest.mark.parametrize("num_classes,shift", [(7, 0.5), (6, 0.5), (7, 1.6)])
+def test_random_weights_and_batch_sizes(num_classes, shift):
+    """shift 1.6: most of each sampled face lies outside the input (zero padding)."""
     kernel = kernel_or_skip()
-    net = random_net(num_classes)
-    fast = native.NativeDeepEmotionProba(fuse_batchnorm(random_net(num_classes)), kernel)
+    net = random_net(num_classes, shift=shift)
+    fast = native.NativeDeepEmotionProba(fuse_batchnorm(copy.deepcopy(net)), kernel)
     gen = torch.Generator().manual_seed(1)
+    faces = torch.randint(0, 256, (17, 48, 48), generator=gen, dtype=torch.uint8)
+    spread = reference_logits(net, faces)
+    assert float(spread.std()) > 0.5  # logits spread: a wrong weight moves the probabilities visibly
     for n in (1, 3, 17):
-        faces = torch.randint(0, 256, (n, 48, 48), generator=gen, dtype=torch.uint8)
-        got = fast(faces)
-        assert got.shape == (n, num_classes)
-        torch.testing.assert_close(got.double(), reference_proba(net, faces), rtol=0, atol=2e-5)
-        torch.testing.assert_close(fast(faces.unsqueeze(1)), got)  # (N, 1, 48, 48) too
+        got = fast(faces[:n])
+        assert got.shape == (n, num_classes) and got.dtype == torch.float32
+        assert_same_log_proba(got, net, faces[:n])
+        torch.testing.assert_close(fast(faces[:n].unsqueeze(1)), got)  # (N, 1, 48, 48) too
     strided = torch.randint(0, 256, (2, 48, 96), generator=gen, dtype=torch.uint8)[:, :, ::2]  # not contiguous
     torch.testing.assert_close(fast(strided), fast(strided.contiguous()))
+    assert fast(faces[:0]).shape == (0, num_classes)
+
+
+def test_the_callers_floating_point_mode_is_left_as_it_was():
+    """The kernel flushes subnormals to zero inside the call only."""
+    kernel = kernel_or_skip()
+    fast = native.NativeDeepEmotionProba(fuse_batchnorm(random_net()), kernel)
+    fast(torch.zeros(2, 48, 48, dtype=torch.uint8))
+    assert float(torch.tensor([1e-39]) * 1.0) != 0.0
+    with pytest.raises(ValueError):
+        fast(torch.zeros(1, 48, 48))  # an error exits the call too
+    assert float(torch.tensor([1e-39]) * 1.0) != 0.0
 
 
 def test_optimise_for_inference_uses_it_for_uint8_faces():
@@ -98,11 +146,10 @@ def test_optimise_for_inference_uses_it_for_uint8_faces():
         finally:
             torch.set_num_threads(threads)
         logits = fast(to_model_input(faces))  # float input: the TorchScript graphs
-    ref = reference_proba(net, faces)
-    torch.testing.assert_close(one.double(), ref[:1], rtol=0, atol=2e-5)
-    torch.testing.assert_close(batch.double(), ref, rtol=0, atol=2e-5)
+    assert_same_log_proba(one, net, faces[:1])
+    assert_same_log_proba(batch, net, faces)
     torch.testing.assert_close(sliced, batch, rtol=0, atol=0)
-    torch.testing.assert_close(torch.softmax(logits, 1).double(), ref, rtol=0, atol=2e-5)
+    torch.testing.assert_close(torch.log_softmax(logits.double(), 1), torch.log_softmax(reference_logits(net, faces), 1), rtol=0, atol=2e-4)
     assert optimise_for_inference(net, native=False).plan["native_proba"] is False
 
 
@@ -114,7 +161,7 @@ def test_without_a_kernel_the_torchscript_path_is_used(monkeypatch):
     assert not isinstance(fast.small_proba, native.NativeDeepEmotionProba)
     faces = torch.randint(0, 256, (1, 48, 48), generator=torch.Generator().manual_seed(3), dtype=torch.uint8)
     with torch.inference_mode():
-        torch.testing.assert_close(fast.proba(faces).double(), reference_proba(net, faces), rtol=0, atol=2e-5)
+        assert_same_log_proba(fast.proba(faces), net, faces)
 
 
 def test_environment_switch_turns_it_off(monkeypatch):
@@ -130,9 +177,27 @@ def test_environment_switch_turns_it_off(monkeypatch):
 
 def test_build_name_depends_on_the_cpu_flags():
     """A home directory shared by machines with different CPUs must never load code built with
-    -march=native for another one."""
+    -march=native for another one; where the flags are unknown, nothing is built for the host CPU."""
     assert native.build_key("fpu sse2 avx2") != native.build_key("fpu sse2 avx2 avx512f")
     assert native.build_key("fpu sse2 avx2") == native.build_key("fpu sse2 avx2")
+    assert "-march=native" in native.compiler_flags("fpu sse2 avx2") and native.compiler_flags("") == ["-O3"]
+    if sys.platform.startswith("linux"):
+        assert native.cpu_flags()  # /proc/cpuinfo lists them here
+
+
+def test_a_stale_build_lock_is_removed(tmp_path, monkeypatch):
+    """torch waits forever on the lock a killed build leaves behind."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    from torch.utils.cpp_extension import _get_build_directory
+
+    lock = Path(_get_build_directory("fer_sweep_deep_emotion_test", verbose=False)) / "lock"
+    lock.write_text("")
+    native._clear_stale_lock("fer_sweep_deep_emotion_test")
+    assert lock.exists()  # a fresh lock: another build may be running
+    old = lock.stat().st_mtime - native.STALE_LOCK_S - 60
+    os.utime(lock, (old, old))
+    native._clear_stale_lock("fer_sweep_deep_emotion_test")
+    assert not lock.exists()
 
 
 def test_bad_input_is_refused_in_one_line():
@@ -140,14 +205,16 @@ def test_bad_input_is_refused_in_one_line():
     fast = native.NativeDeepEmotionProba(fuse_batchnorm(random_net()), kernel)
     with pytest.raises(ValueError, match=r"^faces must be \(N, 48, 48\) uint8 on the CPU, got \[1, 48, 48\] float on cpu$"):
         fast(torch.zeros(1, 48, 48))
-    with pytest.raises(ValueError, match="faces must be"):
-        fast(torch.zeros(1, 40, 40, dtype=torch.uint8))
+    for bad in (torch.zeros(1, 40, 40, dtype=torch.uint8), torch.zeros(1, 2, 48, 48, dtype=torch.uint8), torch.zeros(1, 48, 48, dtype=torch.int8)):
+        with pytest.raises(ValueError, match="faces must be"):
+            fast(bad)
     with pytest.raises(ValueError, match="BatchNorm folded"):
         native.NativeDeepEmotionProba(random_net(), kernel)  # BatchNorm not folded: refused, not wrong
 
 
-def test_a_first_build_is_announced(monkeypatch, caplog):
+def test_a_first_build_is_announced(monkeypatch, caplog, tmp_path):
     """The first use on a machine type compiles for about a minute: say so, visibly (a warning)."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
     assert native._built("fer_sweep_deep_emotion_never_built") is False
     monkeypatch.setattr(native, "_built", lambda name: False)
     monkeypatch.setattr(native, "native_disabled", lambda: False)

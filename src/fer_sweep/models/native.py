@@ -11,9 +11,11 @@ It releases the GIL, so the 2-thread path's slices still run side by side.
 The kernel is compiled on first use with the C++ compiler PyTorch finds (``torch.utils.cpp_extension``,
 ``-O3 -march=native``; about a minute, once per machine type: the build is cached in
 ``~/.cache/torch_extensions`` under a name that includes this CPU's instruction-set flags, so a
-home directory shared by different CPUs never loads code built for another).  Without a compiler,
-or with ``FER_SWEEP_NATIVE=0`` in the environment, :func:`load_kernel` returns ``None`` and the
-TorchScript path is used.
+home directory shared by different CPUs never loads code built for another; where the flags cannot
+be read, the build is generic, without ``-march=native``).  Without a compiler or ninja, on
+Windows, or with ``FER_SWEEP_NATIVE=0`` in the environment, :func:`load_kernel` returns ``None`` and
+the TorchScript path is used.  A build lock older than 10 minutes (a killed build) is removed first:
+torch would otherwise wait on it forever.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import hashlib
 import logging
 import os
 import platform
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -54,12 +58,36 @@ def cpu_flags() -> str:
     return ""
 
 
-def build_key(flags: str | None = None) -> str:
-    """What the compiled code depends on (the instruction-set flags, the torch build, the source),
-    hashed into the extension's name."""
+def compiler_flags(flags: str | None = None) -> list[str]:
+    """``-O3``, and ``-march=native`` only where the instruction-set flags are known (they key the
+    build): elsewhere (macOS, Windows, no ``/proc``) two CPUs could share a cached build, so it is
+    built for the generic target."""
     flags = cpu_flags() if flags is None else flags
-    text = "|".join([flags or platform.processor() or platform.machine(), torch.__version__, SOURCE.read_text()])
+    return ["-O3", "-march=native"] if flags else ["-O3"]
+
+
+def build_key(flags: str | None = None) -> str:
+    """What the compiled code depends on (the instruction-set flags, the compiler flags, the torch
+    build, the source), hashed into the extension's name."""
+    flags = cpu_flags() if flags is None else flags
+    text = "|".join([flags or platform.machine(), " ".join(compiler_flags(flags)), torch.__version__, SOURCE.read_text()])
     return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+STALE_LOCK_S = 600
+"""A build lock older than this is left by a killed build (torch waits on it forever): removed."""
+
+
+def _clear_stale_lock(name: str) -> None:
+    try:
+        from torch.utils.cpp_extension import _get_build_directory  # private: best effort only
+
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+            log.warning("removing a stale build lock %s (a killed build left it)", lock)
+            lock.unlink(missing_ok=True)
+    except Exception:
+        pass
 
 
 def native_disabled() -> bool:
@@ -71,7 +99,7 @@ def _built(name: str) -> bool:
     try:
         from torch.utils.cpp_extension import _get_build_directory  # private: only for the notice above
 
-        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}*.so"))
+        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}.*"))
     except Exception:
         return True  # unknown: no notice
 
@@ -81,16 +109,27 @@ def load_kernel():
     """The compiled kernel module (built on the first call in a process if it is not cached), or ``None``."""
     if native_disabled():
         return None
+    if sys.platform == "win32":  # MSVC has no GCC vector extensions
+        return None
     name = f"fer_sweep_deep_emotion_{build_key()}"
+    _clear_stale_lock(name)
     if not _built(name):  # a warning, so that it shows without any logging set up (the recognizer's first start waits)
         log.warning("compiling the native Deep-Emotion kernel for this CPU (once per machine type, about a minute)")
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"], verbose=False)
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=compiler_flags(), verbose=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: the TorchScript path stays
-        log.warning("native Deep-Emotion kernel unavailable (%s); using TorchScript", str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__)
+        log.debug("native Deep-Emotion kernel build failed", exc_info=True)
+        log.warning("native Deep-Emotion kernel unavailable (%s); using TorchScript", _first_error(exc))
         return None
+
+
+def _first_error(exc: BaseException) -> str:
+    """The compiler's first ``error:`` line if the message has one, else its last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors[0] if errors else lines[-1]) if lines else type(exc).__name__
 
 
 class NativeDeepEmotionProba(nn.Module):
