@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -37,18 +38,17 @@ def kernel_or_skip():
 
 
 def reference_logits(net: torch.nn.Module, faces_u8: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
-    """The plain network's logits in float64 (``align_corners=True``: a deliberately wrong variant,
-    to show that the comparisons below would notice a sampling error)."""
+    """The plain network's logits in float64 (``DeepEmotion.reference_forward``); ``align_corners=True``
+    samples the face the wrong way on purpose, to show that the comparisons below notice such an error."""
     net = copy.deepcopy(net).double().eval()
     x = to_model_input(faces_u8).double()
     with torch.no_grad():
-        grid = F.affine_grid(net.transform(x), list(x.shape), align_corners=align_corners)
-        out = F.grid_sample(x, grid, align_corners=align_corners)
-        out = F.relu(net.conv1(out))
-        out = F.relu(net.pool2(net.conv2(out)))
-        out = F.relu(net.conv3(out))
-        out = F.relu(net.pool4(net.norm(net.conv4(out))))
-        return net.fc2(F.relu(net.fc1(out.flatten(1))))
+        if not align_corners:
+            return net.reference_forward(x)
+        grid, sample = F.affine_grid, F.grid_sample  # the originals (F is the module being patched)
+        with mock.patch.object(F, "affine_grid", lambda *a, **k: grid(*a, **{**k, "align_corners": True})), \
+                mock.patch.object(F, "grid_sample", lambda *a, **k: sample(*a, **{**k, "align_corners": True})):
+            return net.reference_forward(x)
 
 
 def reference_proba(net: torch.nn.Module, faces_u8: torch.Tensor) -> torch.Tensor:
