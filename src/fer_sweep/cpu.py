@@ -30,6 +30,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> str:
+    """This CPU's instruction-set flags as Linux lists them (``flags`` on x86, ``Features`` on Arm;
+    ``""`` elsewhere): what code compiled with ``-march=native`` depends on.  Read once per process."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
+
+
 def flush_subnormals_(tensors: Iterable[Any]) -> None:
     """Set the subnormal entries (0 < |x| < ``finfo.tiny``, about 1.2e-38 in float32) of each
     floating-point tensor to zero, in place; other tensors are left alone.

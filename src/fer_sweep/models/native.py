@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from fer_sweep.cpu import cpu_flags
 from fer_sweep.data.preprocess import MEAN, STD
 
 log = logging.getLogger(__name__)
@@ -45,17 +46,6 @@ PARAMETER_ORDER = (
     "conv4.weight", "conv4.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
 )
 """The kernel's parameters, in its order (a Deep-Emotion state dict with BatchNorm folded into conv4)."""
-
-
-def cpu_flags() -> str:
-    """This CPU's instruction-set flags as Linux lists them (``""`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return line.split(":", 1)[-1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def compiler_flags(flags: str | None = None) -> list[str]:
@@ -78,15 +68,24 @@ STALE_LOCK_S = 600
 """A build lock older than this is left by a killed build (torch waits on it forever): removed."""
 
 
-def _clear_stale_lock(name: str) -> None:
+def _build_dir(name: str) -> Path | None:
+    """Where torch's extension cache builds ``name`` (``None`` if torch's private helper changed)."""
     try:
-        from torch.utils.cpp_extension import _get_build_directory  # private: best effort only
+        from torch.utils.cpp_extension import _get_build_directory  # private: used for best-effort checks only
 
-        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
+        return Path(_get_build_directory(name, verbose=False))
+    except Exception:
+        return None
+
+
+def _clear_stale_lock(name: str) -> None:
+    build = _build_dir(name)
+    lock = build / "lock" if build is not None else None
+    try:
+        if lock is not None and lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_S:
             log.warning("removing a stale build lock %s (a killed build left it)", lock)
             lock.unlink(missing_ok=True)
-    except Exception:
+    except OSError:
         pass
 
 
@@ -95,13 +94,9 @@ def native_disabled() -> bool:
 
 
 def _built(name: str) -> bool:
-    """Whether torch's extension cache already holds a build of ``name``."""
-    try:
-        from torch.utils.cpp_extension import _get_build_directory  # private: only for the notice above
-
-        return any(Path(_get_build_directory(name, verbose=False)).glob(f"{name}.*"))
-    except Exception:
-        return True  # unknown: no notice
+    """Whether torch's extension cache already holds a build of ``name`` (unknown: ``True``, no notice)."""
+    build = _build_dir(name)
+    return build is None or any(build.glob(f"{name}.*"))
 
 
 @functools.lru_cache(maxsize=1)
@@ -140,13 +135,12 @@ class NativeDeepEmotionProba(nn.Module):
 
     def __init__(self, net: nn.Module, kernel) -> None:
         super().__init__()
-        state = {k: v for k, v in net.state_dict().items()}
+        state = net.state_dict()
         missing = [k for k in PARAMETER_ORDER if k not in state]
         if missing or any(k.startswith("norm.") for k in state):
             raise ValueError(f"NativeDeepEmotionProba: needs a Deep-Emotion with BatchNorm folded in; missing {missing or 'the fold'}")
-        self.params = [state[k].detach().to("cpu", torch.float32).contiguous().clone() for k in PARAMETER_ORDER]
-        self.kernel = kernel
-        self.direct = kernel.Net(self.params, MEAN, STD).proba
+        params = [state[k].detach().to("cpu", torch.float32).contiguous().clone() for k in PARAMETER_ORDER]
+        self.direct = kernel.Net(params, MEAN, STD).proba  # the C++ object keeps the tensors
         """The compiled call itself (what :class:`~fer_sweep.models.predict.InferenceNet` calls for one
         face): uint8 ``(N, 48, 48)`` or ``(N, 1, 48, 48)`` in, probabilities out; anything else is a
         ``ValueError`` naming the shape and type it got."""
