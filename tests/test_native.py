@@ -118,6 +118,27 @@ def test_random_weights_and_batch_sizes(num_classes, shift):
     assert fast(faces[:0]).shape == (0, num_classes)
 
 
+@pytest.mark.parametrize("theta", [
+    [1.0, 0.0, 0.0, 0.0, 1.0, 0.0],  # identity: every sample exactly on a pixel centre
+    [-1.0, 0.0, 0.0, 0.0, 1.0, 0.0],  # mirrored: pixel centres, the floor of exact integers
+    [1.0, 0.0, 1.0, 0.0, 1.0, -1.0],  # shifted by half the face: exact half-pixel edges, half in the zero border
+    [1e6, 0.0, 0.0, 0.0, -1e6, 0.0],  # every sample far outside (the clamp, no undefined casts)
+    [0.02, 0.0, -0.999, 0.0, 0.02, 0.999],  # a small patch at the very corner, partly outside
+])
+def test_exact_and_far_outside_sampling(theta):
+    """The kernel's branch-free sampling (clamped coordinates in a zero-bordered copy of the face) at the
+    edge cases: integer coordinates, the border, and samples far from the image."""
+    kernel = kernel_or_skip()
+    net = random_net()
+    with torch.no_grad():
+        net.fc_loc[2].weight.zero_()
+        net.fc_loc[2].bias.copy_(torch.tensor(theta))
+    fast = native.NativeDeepEmotionProba(fuse_batchnorm(copy.deepcopy(net)), kernel)
+    faces = torch.randint(0, 256, (5, 48, 48), generator=torch.Generator().manual_seed(2), dtype=torch.uint8)
+    ref = torch.log_softmax(reference_logits(net, faces), 1)
+    torch.testing.assert_close(fast(faces).double().log(), ref, rtol=0, atol=2e-4)
+
+
 def test_the_callers_floating_point_mode_is_left_as_it_was():
     """The kernel flushes subnormals to zero inside the call only."""
     kernel = kernel_or_skip()

@@ -3,6 +3,9 @@
 // fer_sweep.models.native (torch.utils.cpp_extension, -O3 -march=native); BatchNorm comes folded into
 // conv4.  Why: for one face the TorchScript graph spends much of its time between ~60 small ATen ops;
 // here the activations (~350 KB per thread in all, none over 90 KB) stay in the L2 cache and no op is dispatched.
+// Vectors are 16 floats where the target has AVX-512, else 8; the convolutions (about half of the time)
+// run near the FMA units' peak, the affine sampling is vectorised and branch-free, and the fully
+// connected layers sum in vector lanes.
 // Computes the same as DeepEmotion.reference_forward in eval mode (tests/test_native.py), with sums
 // in another order: probabilities within ~1e-5.
 #include <torch/extension.h>
@@ -26,46 +29,69 @@ struct FlushDenormals {
 
 // Activations are planes of `rows` rows with a row stride S (the input's width: a convolution keeps
 // its input's stride and leaves K-1 columns of garbage at the right of each row, so that every plane
-// is one contiguous run that vectorises without remainders), each plane padded to a multiple of 32
-// floats.  Garbage columns and padding are finite (buffers start zeroed) and never reach a valid value.
-constexpr int plane(int rows, int S) { return (rows * S + 31) / 32 * 32; }
+// is one contiguous run that vectorises without remainders), each plane padded to a multiple of 64
+// floats (one tile).  Garbage columns and padding are finite (buffers start zeroed) and never reach a valid value.
+constexpr int TILE = 64;
+constexpr int SLACK = 128;  // floats after the last plane of every buffer, for the vector loads that run past it
+constexpr int plane(int rows, int S) { return (rows * S + TILE - 1) / TILE * TILE; }
 
-typedef float v8 __attribute__((vector_size(32)));
-static inline v8 loadu(const float* p) { v8 v; __builtin_memcpy(&v, p, sizeof v); return v; }
-static inline void storeu(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
+// the widest vector the target has: 16 floats with AVX-512, else 8 (AVX2 or plain SSE: GCC splits them)
+#if defined(__AVX512F__)
+constexpr int VW = 16;
+#else
+constexpr int VW = 8;
+#endif
+typedef float vec __attribute__((vector_size(VW * 4)));
+static inline vec loadu(const float* p) { vec v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void storeu(float* p, vec v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// output channels x position vectors that accumulate together: as many as the registers hold beside the
+// inputs (AVX-512's 32 registers: 5 channels x 4 vectors of 16 = 20 accumulators; AVX2's 16: 5 x 2 vectors
+// of 8 = 10), so that each input vector loaded serves several channels and each broadcast weight several
+// vectors.  With the vectorised sampling and FC layers below, this took the whole network on an AVX-512
+// Intel Xeon from ~3,300 to ~10,000 faces/s on one core, and an -march=haswell (AVX2) build on the same
+// machine from ~4,300 to ~5,000-6,400 (alternating rounds; benchmarks/inference_speed.py has the real figures)
+constexpr int out_block(int O) { return O % 5 == 0 ? 5 : O % 4 == 0 ? 4 : O % 2 == 0 ? 2 : 1; }
+constexpr int pos_vecs(int OB) { return VW == 16 || OB < 4 ? 4 : 2; }
 
 // valid (no padding) stride-1 convolution of C planes (H rows, stride S) into O planes (H-K+1 rows,
-// stride S): two output channels x 32 positions accumulate in registers over all C*K*K taps
+// stride S): OB output channels x PV*VW positions accumulate in registers over all C*K*K taps
 template <int C, int H, int S, int O, int K>
 static void conv(const float* __restrict in, const float* __restrict w, const float* __restrict b, float* __restrict out) {
-  constexpr int Ho = H - K + 1, P = Ho * S, PI = plane(H, S), PO = plane(Ho, S);
-  static_assert(O % 2 == 0, "two output channels at a time");
-  // the last tile reads up to (K-1)*S + K-1 + PO - 1 past its plane's start: within the 64 floats of slack
-  static_assert((K - 1) * S + K - 1 + PO - PI <= 64, "vector loads would run past the buffer");
-  for (int o = 0; o < O; o += 2) {
-    const float* w0 = w + o * C * K * K;
-    const float* w1 = w0 + C * K * K;
-    for (int p0 = 0; p0 < P; p0 += 32) {
-      v8 a0 = {}, a1 = {}, a2 = {}, a3 = {}, b0 = {}, b1 = {}, b2 = {}, b3 = {};
-      a0 += b[o]; a1 += b[o]; a2 += b[o]; a3 += b[o];
-      b0 += b[o + 1]; b1 += b[o + 1]; b2 += b[o + 1]; b3 += b[o + 1];
+  constexpr int Ho = H - K + 1, P = Ho * S, PI = plane(H, S), PO = plane(Ho, S), OB = out_block(O), PV = pos_vecs(OB), T = PV * VW;
+  static_assert(O % OB == 0 && TILE % T == 0, "whole blocks of channels and positions");
+  // the last tile reads up to (K-1)*S + K-1 + PO - 1 past its plane's start: within the slack
+  static_assert((K - 1) * S + K - 1 + PO - PI <= SLACK, "vector loads would run past the buffer");
+  for (int o = 0; o < O; o += OB) {
+    const float* wo = w + o * C * K * K;
+    for (int p0 = 0; p0 < P; p0 += T) {
+      vec acc[OB][PV];
+#pragma GCC unroll 8
+      for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 8
+        for (int v = 0; v < PV; ++v) acc[j][v] = vec{} + b[o + j];
       for (int c = 0; c < C; ++c) {
         const float* src = in + c * PI + p0;
-        const float* wa = w0 + c * K * K;
-        const float* wb = w1 + c * K * K;
+        const float* wc = wo + c * K * K;
         for (int ky = 0; ky < K; ++ky)
+#pragma GCC unroll 8
           for (int kx = 0; kx < K; ++kx) {
             const float* r = src + ky * S + kx;
-            const float x = wa[ky * K + kx], y = wb[ky * K + kx];
-            const v8 i0 = loadu(r), i1 = loadu(r + 8), i2 = loadu(r + 16), i3 = loadu(r + 24);
-            a0 += x * i0; a1 += x * i1; a2 += x * i2; a3 += x * i3;
-            b0 += y * i0; b1 += y * i1; b2 += y * i2; b3 += y * i3;
+            vec x[PV];
+#pragma GCC unroll 8
+            for (int v = 0; v < PV; ++v) x[v] = loadu(r + v * VW);
+#pragma GCC unroll 8
+            for (int j = 0; j < OB; ++j) {
+              const float wt = wc[j * C * K * K + ky * K + kx];
+#pragma GCC unroll 8
+              for (int v = 0; v < PV; ++v) acc[j][v] += wt * x[v];
+            }
           }
       }
-      float* d0 = out + o * PO + p0;
-      float* d1 = d0 + PO;
-      storeu(d0, a0); storeu(d0 + 8, a1); storeu(d0 + 16, a2); storeu(d0 + 24, a3);
-      storeu(d1, b0); storeu(d1 + 8, b1); storeu(d1 + 16, b2); storeu(d1 + 24, b3);
+#pragma GCC unroll 8
+      for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 8
+        for (int v = 0; v < PV; ++v) storeu(out + (o + j) * PO + p0 + v * VW, acc[j][v]);
     }
   }
 }
@@ -92,43 +118,70 @@ static void pool2_relu(const float* __restrict in, float* __restrict out) {
     }
 }
 
-static void linear(const float* in, int I, const float* w, const float* b, int O, float* out, bool relu) {
+// fully connected layer: each dot product in two vector accumulators (a scalar sum would wait on the
+// previous addition at every step), then across the lanes
+static void linear(const float* __restrict in, int I, const float* __restrict w, const float* __restrict b, int O, float* __restrict out, bool relu) {
   for (int o = 0; o < O; ++o) {
     const float* wr = w + (size_t)o * I;
+    vec s0 = {}, s1 = {};
+    int i = 0;
+    for (; i + 2 * VW <= I; i += 2 * VW) {
+      s0 += loadu(wr + i) * loadu(in + i);
+      s1 += loadu(wr + i + VW) * loadu(in + i + VW);
+    }
+    for (; i + VW <= I; i += VW) s0 += loadu(wr + i) * loadu(in + i);
+    s0 += s1;
     float s = 0.f;
-    for (int i = 0; i < I; ++i) s += wr[i] * in[i];
+    for (int l = 0; l < VW; ++l) s += s0[l];
+    for (; i < I; ++i) s += wr[i] * in[i];
     s += b[o];
     out[o] = (relu && s < 0.f) ? 0.f : s;
   }
 }
 
-// bilinear grid_sample, zeros padding, align_corners=False, of a 1-channel HxW image with the affine grid of theta
-static void affine_sample(const float* img, int H, int W, const float* th, float* out) {
+// bilinear grid_sample, zeros padding, align_corners=False, of a 1-channel HxW image with the affine grid of
+// theta.  `pad` is the image inside a zero border of 2 pixels ((H+4) x (W+4)).  Source coordinates are clamped
+// to [-1, W] (the cast of a huge or non-finite value would be undefined; NaN goes to -1): a sample outside
+// that range has only taps in the zero border, and so has its clamped one (at -1 the weight of pixel 0 is 0,
+// at W both taps are border), so all four taps are in the buffer, there is no branch, and nothing changes.
+template <int H, int W>
+static void affine_sample(const float* __restrict pad, const float* th, float* __restrict out) {
+  constexpr int PW = W + 4;
+  static_assert(W % VW == 0, "whole vectors per row");
+  typedef int vint __attribute__((vector_size(VW * 4)));
+  float xs[W];  // the base grid's x coordinates, as ATen computes them
+  for (int j = 0; j < W; ++j) xs[j] = (2.f * j + 1.f) / W - 1.f;
   for (int i = 0; i < H; ++i) {
     const float ys = (2.f * i + 1.f) / H - 1.f;
-    for (int j = 0; j < W; ++j) {
-      const float xs = (2.f * j + 1.f) / W - 1.f;
-      const float gx = th[0] * xs + th[1] * ys + th[2];
-      const float gy = th[3] * xs + th[4] * ys + th[5];
-      const float ix = ((gx + 1.f) * W - 1.f) / 2.f;
-      const float iy = ((gy + 1.f) * H - 1.f) / 2.f;
-      // clamped first (the cast of a huge or non-finite value is undefined); outside [-1, W] every tap is zero anyway
-      const float cx = std::fmin(std::fmax(ix, -2.f), (float)W + 1.f), cy = std::fmin(std::fmax(iy, -2.f), (float)H + 1.f);
-      const int x0 = (int)std::floor(cx), y0 = (int)std::floor(cy);
-      const float dx = cx - x0, dy = cy - y0;
-      float v = 0.f;
-      auto at = [&](int yy, int xx) { return (yy >= 0 && yy < H && xx >= 0 && xx < W) ? img[yy * W + xx] : 0.f; };
-      v = at(y0, x0) * (1.f - dx) * (1.f - dy) + at(y0, x0 + 1) * dx * (1.f - dy) + at(y0 + 1, x0) * (1.f - dx) * dy + at(y0 + 1, x0 + 1) * dx * dy;
-      out[i * W + j] = v;
+    for (int j0 = 0; j0 < W; j0 += VW) {
+      const vec x = loadu(xs + j0);
+      const vec gx = th[0] * x + (th[1] * ys + th[2]);
+      const vec gy = th[3] * x + (th[4] * ys + th[5]);
+      vec ix = ((gx + 1.f) * (float)W - 1.f) / 2.f, iy = ((gy + 1.f) * (float)H - 1.f) / 2.f;
+      ix = !(ix >= -1.f) ? vec{} - 1.f : ix > (float)W ? vec{} + (float)W : ix;
+      iy = !(iy >= -1.f) ? vec{} - 1.f : iy > (float)H ? vec{} + (float)H : iy;
+      vint xi = __builtin_convertvector(ix, vint), yi = __builtin_convertvector(iy, vint);  // truncation,
+      vec fx = __builtin_convertvector(xi, vec), fy = __builtin_convertvector(yi, vec);      // then floor:
+      const vint bx = fx > ix, by = fy > iy;  // -1 where truncation went up (negative values)
+      xi += bx; yi += by;
+      fx += __builtin_convertvector(bx, vec); fy += __builtin_convertvector(by, vec);
+      const vec dx = ix - fx, dy = iy - fy;
+      const vint at = (yi + 2) * PW + (xi + 2);
+      vec q00, q01, q10, q11;
+      for (int l = 0; l < VW; ++l) {
+        const float* q = pad + at[l];
+        q00[l] = q[0]; q01[l] = q[1]; q10[l] = q[PW]; q11[l] = q[PW + 1];
+      }
+      storeu(out + i * W + j0, q00 * (1.f - dx) * (1.f - dy) + q01 * dx * (1.f - dy) + q10 * (1.f - dx) * dy + q11 * dx * dy);
     }
   }
 }
 
-// per-thread activations, zeroed once (64 floats of slack for the vector loads past the last plane);
+// per-thread activations, zeroed once (SLACK floats for the vector loads past the last plane);
 // what a call leaves in them is finite and overwritten before the next call reads it
 struct Buffers {
-  static std::vector<float> buf(int n) { return std::vector<float>(n + 64, 0.f); }
-  std::vector<float> x = buf(plane(48, 48)), a = buf(8 * plane(42, 48)), a2 = buf(8 * plane(21, 21)), a3 = buf(10 * plane(17, 21)),
+  static std::vector<float> buf(int n) { return std::vector<float>(n + SLACK, 0.f); }
+  std::vector<float> x = buf(plane(48, 48)), xpad = buf(52 * 52), a = buf(8 * plane(42, 48)), a2 = buf(8 * plane(21, 21)), a3 = buf(10 * plane(17, 21)),
       a4 = buf(640), h = buf(32), th = buf(6), s = buf(plane(48, 48)), c1 = buf(10 * plane(46, 48)), c2 = buf(10 * plane(44, 48)),
       p2 = buf(10 * plane(22, 22)), c3 = buf(10 * plane(20, 22)), c4 = buf(10 * plane(18, 22)), p4 = buf(810), f1 = buf(50);
 };
@@ -166,7 +219,7 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
   const int N = (int)faces.size(0);
   auto result = torch::empty({N, ncls}, torch::kFloat32);
   static thread_local Buffers B;
-  float* x = B.x.data(); float* a = B.a.data(); float* a2 = B.a2.data(); float* a3 = B.a3.data(); float* a4 = B.a4.data();
+  float* x = B.x.data(); float* xpad = B.xpad.data(); float* a = B.a.data(); float* a2 = B.a2.data(); float* a3 = B.a3.data(); float* a4 = B.a4.data();
   float* h = B.h.data(); float* th = B.th.data(); float* s = B.s.data(); float* c1 = B.c1.data(); float* c2 = B.c2.data();
   float* p2 = B.p2.data(); float* c3 = B.c3.data(); float* c4 = B.c4.data(); float* p4 = B.p4.data(); float* f1 = B.f1.data();
   float lg[64];
@@ -177,13 +230,14 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
   for (int n = 0; n < N; ++n) {
     const uint8_t* f = src + (size_t)n * 2304;
     for (int i = 0; i < 2304; ++i) x[i] = (f[i] * scale - m) / sd;
+    for (int i = 0; i < 48; ++i) std::copy(x + i * 48, x + i * 48 + 48, xpad + (i + 2) * 52 + 2);  // the border stays 0
     conv<1, 48, 48, 8, 7>(x, P[0], P[1], a);          // 42 valid rows x 42 columns
     pool2_relu<8, 42, 48, 42, true>(a, a2);            // 21 x 21
     conv<8, 21, 21, 10, 5>(a2, P[2], P[3], a3);        // 17 x 17
     pool2_relu<10, 17, 21, 17, false>(a3, a4);         // 8 x 8, packed: 640
     linear(a4, 640, P[4], P[5], 32, h, true);
     linear(h, 32, P[6], P[7], 6, th, false);
-    affine_sample(x, 48, 48, th, s);
+    affine_sample<48, 48>(xpad, th, s);
     conv<1, 48, 48, 10, 3>(s, P[8], P[9], c1);         // 46 x 46
     relu<10, 46, 48>(c1);
     conv<10, 46, 48, 10, 3>(c1, P[10], P[11], c2);     // 44 x 44
@@ -202,7 +256,7 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  py::class_<Net>(m, "Net")
+  py::class_<Net>(m, "Net", py::module_local())  // local: two builds of this source can share a process
       .def(py::init<std::vector<torch::Tensor>, double, double>())
       .def("proba", &Net::proba, py::call_guard<py::gil_scoped_release>());
 }

@@ -3,10 +3,12 @@
 Why: for one 48x48 face the frozen TorchScript graph of :func:`fer_sweep.models.predict.optimise_for_inference`
 runs ~60 small ATen ops, and dispatching them costs about as much as their arithmetic.  The C++
 kernel runs the whole network (uint8 face in, probabilities out) in one call with every activation in
-the cache, and each convolution as whole planes of two output channels x 32 positions accumulated in
-vector registers: 2-3x the frozen graph's rate for single faces, ~1.5x for batches, on a 2-core AVX2
-EPYC (one thread, while other jobs ran; ``benchmarks/inference_speed.py`` measures both side by side).
-It releases the GIL, so the 2-thread path's slices still run side by side.
+the cache, each convolution as whole planes of 5 output channels x 64 positions accumulated in
+AVX-512 registers (5 x 16 with AVX2), the affine sampling vectorised and the FC layers summed in
+vector lanes.  On a 2-core AVX-512 Intel Xeon (``benchmarks/inference_speed.py``, which times both side
+by side; ``docs/benchmarks/inference_speed_2026-12-03.txt``): 4.5x the frozen graph's rate for single
+faces (9,555 against 2,120 faces/s), 2x for batches of 256 on two threads (18,657 against 9,065).
+It releases the GIL, so the 2-thread path's slices run side by side.
 
 The kernel is compiled on first use with the C++ compiler PyTorch finds (``torch.utils.cpp_extension``,
 ``-O3 -march=native``; about a minute, once per machine type: the build is cached in
