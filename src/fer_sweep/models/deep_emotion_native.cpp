@@ -3,9 +3,9 @@
 // fer_sweep.models.native (torch.utils.cpp_extension, -O3 -march=native); BatchNorm comes folded into
 // conv4.  Why: for one face the TorchScript graph spends much of its time between ~60 small ATen ops;
 // here the activations (~350 KB per thread in all, none over 90 KB) stay in the L2 cache and no op is dispatched.
-// Vectors are 16 floats where the target has AVX-512, else 8; the convolutions (about half of the time)
-// run near the FMA units' peak, the affine sampling is vectorised and branch-free, and the fully
-// connected layers sum in vector lanes.
+// Vectors are 16 floats where the target has AVX-512, else 8; the convolutions (about 80% of the time)
+// run near the FMA units' peak, conv2 (the largest) with its pool by Winograd's F(2x2, 3x3), the affine
+// sampling is vectorised and branch-free, and the fully connected layers sum in vector lanes.
 // Computes the same as DeepEmotion.reference_forward in eval mode (tests/test_native.py), with sums
 // in another order: probabilities within ~1e-5.
 #include <torch/extension.h>
@@ -56,9 +56,10 @@ constexpr int pos_vecs(int OB) { return VW == 16 || OB < 4 ? 4 : 2; }
 
 // valid (no padding) stride-1 convolution of C planes (H rows, stride S) into O planes (H-K+1 rows,
 // stride S): OB output channels x PV*VW positions accumulate in registers over all C*K*K taps
-template <int C, int H, int S, int O, int K>
+template <int C, int H, int S, int O, int K, int R = H - K + 1>
 static void conv(const float* __restrict in, const float* __restrict w, const float* __restrict b, float* __restrict out) {
-  constexpr int Ho = H - K + 1, P = Ho * S, PI = plane(H, S), PO = plane(Ho, S), OB = out_block(O), PV = pos_vecs(OB), T = PV * VW;
+  static_assert(R >= 1 && R <= H - K + 1, "output rows within the valid ones");
+  constexpr int Ho = R, P = Ho * S, PI = plane(H, S), PO = plane(Ho, S), OB = out_block(O), PV = pos_vecs(OB), T = PV * VW;
   static_assert(O % OB == 0 && TILE % T == 0, "whole blocks of channels and positions");
   // the last tile reads up to (K-1)*S + K-1 + PO - 1 past its plane's start: within the slack
   static_assert((K - 1) * S + K - 1 + PO - PI <= SLACK, "vector loads would run past the buffer");
@@ -177,13 +178,128 @@ static void affine_sample(const float* __restrict pad, const float* th, float* _
   }
 }
 
+// conv2 (10 -> 10 channels, 3x3) with its 2x2 max-pool and ReLU, by Winograd's F(2x2, 3x3): each 2x2 block of
+// outputs (exactly one pooling window) comes from a 4x4 input tile with 16 multiplications per channel pair
+// instead of 36, so conv2, the largest layer (~45% of the multiplications), costs less than half.  Why tiles
+// line up with vectors: the ReLU'd conv1 output is first split by row and column parity into four 23x23
+// planes (stride 23), so that input (2ty+i, 2tx+j) of tile t = 23ty+tx sits at plane (i%2, j%2), offset
+// t + 23(i/2) + j/2 -- the same offsets for every tile, so VW consecutive tiles are VW consecutive floats
+// (tx = 22 is a junk tile; 506 tiles padded to 512).  The pooled output keeps the tile order: 22 rows, stride 23.
+// Transforms as in Lavin & Gray (arXiv 1509.09308); the filter transform U = G g G^T is made once, in double.
+namespace wino {
+constexpr int Q = 23, NT = 512, QP = 544;  // parity plane side, tiles (padded), parity plane size (>= NT + Q + 1)
+constexpr int CH = 32;                     // tiles per chunk: its transformed inputs and products stay in L1
+constexpr int C = 10, O = 10;
+static_assert(NT % CH == 0 && CH % (2 * VW) == 0, "whole chunks of whole vector pairs");
+
+// ReLU of conv1's 46x46 output (stride 48) into parity planes q[c][a][b] (23x23, stride 23)
+static void split_relu(const float* __restrict in, float* __restrict q) {
+  constexpr int PI = plane(46, 48);
+  for (int c = 0; c < C; ++c)
+    for (int a = 0; a < 2; ++a)
+      for (int b = 0; b < 2; ++b) {
+        float* dst = q + (c * 4 + a * 2 + b) * QP;
+        for (int u = 0; u < Q; ++u) {
+          const float* r = in + c * PI + (2 * u + a) * 48 + b;
+          for (int v = 0; v < Q; ++v) { const float x = r[2 * v]; dst[u * Q + v] = x > 0.f ? x : 0.f; }
+        }
+      }
+}
+
+// U[xi][o][c] = (G g G^T)[xi] for the 3x3 filters g = w[o][c]
+static std::vector<float> filter_transform(const float* w) {
+  static const double G[4][3] = {{1, 0, 0}, {.5, .5, .5}, {.5, -.5, .5}, {0, 0, 1}};
+  std::vector<float> U(16 * O * C);
+  for (int o = 0; o < O; ++o)
+    for (int c = 0; c < C; ++c) {
+      const float* g = w + (o * C + c) * 9;
+      double Gg[4][3];
+      for (int i = 0; i < 4; ++i)
+        for (int k = 0; k < 3; ++k) Gg[i][k] = G[i][0] * g[k] + G[i][1] * g[3 + k] + G[i][2] * g[6 + k];
+      for (int i = 0; i < 4; ++i)
+        for (int j = 0; j < 4; ++j) U[((i * 4 + j) * O + o) * C + c] = (float)(Gg[i][0] * G[j][0] + Gg[i][1] * G[j][1] + Gg[i][2] * G[j][2]);
+    }
+  return U;
+}
+
+// pooled (max of the 2x2 block, plus bias, ReLU) conv2 output: O planes of 22 rows, stride 23 (plane(22, 23))
+static void conv_pool_relu(const float* __restrict q, const float* __restrict U, const float* __restrict bias,
+                           float* __restrict vb, float* __restrict mb, float* __restrict out) {
+  constexpr int PO = plane(22, Q);
+  static_assert(PO >= NT, "every tile's pooled value has its place");
+  for (int t0 = 0; t0 < NT; t0 += CH) {
+    // input transform V = B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]; vb[xi][c][CH]
+    for (int c = 0; c < C; ++c)
+      for (int v = 0; v < CH; v += VW) {
+        const float* qc = q + c * 4 * QP + t0 + v;
+        vec d[4][4], r[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+          for (int j = 0; j < 4; ++j) d[i][j] = loadu(qc + ((i & 1) * 2 + (j & 1)) * QP + (i >> 1) * Q + (j >> 1));
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          r[0][j] = d[0][j] - d[2][j]; r[1][j] = d[1][j] + d[2][j]; r[2][j] = d[2][j] - d[1][j]; r[3][j] = d[1][j] - d[3][j];
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) {
+          float* o = vb + (i * 4 * C + c) * CH + v;
+          storeu(o, r[i][0] - r[i][2]); storeu(o + C * CH, r[i][1] + r[i][2]);
+          storeu(o + 2 * C * CH, r[i][2] - r[i][1]); storeu(o + 3 * C * CH, r[i][1] - r[i][3]);
+        }
+      }
+    // products M[o][xi] = sum_c U[xi][o][c] V[xi][c]: 5 channels x 2 vectors in registers; mb[o][xi][CH]
+    for (int xi = 0; xi < 16; ++xi)
+      for (int o = 0; o < O; o += 5)
+        for (int v = 0; v < CH; v += 2 * VW) {
+          vec acc[5][2] = {};
+          for (int c = 0; c < C; ++c) {
+            const float* x = vb + (xi * C + c) * CH + v;
+            const vec x0 = loadu(x), x1 = loadu(x + VW);
+#pragma GCC unroll 5
+            for (int j = 0; j < 5; ++j) {
+              const float u = U[(xi * O + o + j) * C + c];
+              acc[j][0] += u * x0; acc[j][1] += u * x1;
+            }
+          }
+#pragma GCC unroll 5
+          for (int j = 0; j < 5; ++j) {
+            storeu(mb + ((o + j) * 16 + xi) * CH + v, acc[j][0]);
+            storeu(mb + ((o + j) * 16 + xi) * CH + v + VW, acc[j][1]);
+          }
+        }
+    // output transform Y = A^T M A, A^T = [1 1 1 0; 0 1 -1 -1], then the pool: max of Y's four, bias, ReLU
+    for (int o = 0; o < O; ++o)
+      for (int v = 0; v < CH; v += VW) {
+        const float* m = mb + o * 16 * CH + v;
+        vec s[2][4];
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; ++j) {
+          const vec m0 = loadu(m + j * CH), m1 = loadu(m + (4 + j) * CH), m2 = loadu(m + (8 + j) * CH), m3 = loadu(m + (12 + j) * CH);
+          s[0][j] = m0 + m1 + m2; s[1][j] = m1 - m2 - m3;
+        }
+        vec best;
+#pragma GCC unroll 2
+        for (int i = 0; i < 2; ++i) {
+          const vec y0 = s[i][0] + s[i][1] + s[i][2], y1 = s[i][1] - s[i][2] - s[i][3];
+          const vec y = y0 > y1 ? y0 : y1;
+          best = i == 0 ? y : (best > y ? best : y);
+        }
+        best += bias[o];
+        storeu(out + o * PO + t0 + v, best > 0.f ? best : vec{});
+      }
+  }
+}
+}  // namespace wino
+
 // per-thread activations, zeroed once (SLACK floats for the vector loads past the last plane);
 // what a call leaves in them is finite and overwritten before the next call reads it
 struct Buffers {
   static std::vector<float> buf(int n) { return std::vector<float>(n + SLACK, 0.f); }
   std::vector<float> x = buf(plane(48, 48)), xpad = buf(52 * 52), a = buf(8 * plane(42, 48)), a2 = buf(8 * plane(21, 21)), a3 = buf(10 * plane(17, 21)),
-      a4 = buf(640), h = buf(32), th = buf(6), s = buf(plane(48, 48)), c1 = buf(10 * plane(46, 48)), c2 = buf(10 * plane(44, 48)),
-      p2 = buf(10 * plane(22, 22)), c3 = buf(10 * plane(20, 22)), c4 = buf(10 * plane(18, 22)), p4 = buf(810), f1 = buf(50);
+      a4 = buf(640), h = buf(32), th = buf(6), s = buf(plane(48, 48)), c1 = buf(10 * plane(46, 48)),
+      q = buf(10 * 4 * wino::QP), vb = buf(16 * 10 * wino::CH), mb = buf(10 * 16 * wino::CH),
+      p2 = buf(10 * plane(22, 23)), c3 = buf(10 * plane(20, 23)), c4 = buf(10 * plane(18, 23)), p4 = buf(810), f1 = buf(50);
 };
 
 // One network: its parameters (localization.0.{weight,bias}, localization.3.*, fc_loc.0.*, fc_loc.2.*,
@@ -192,6 +308,7 @@ struct Buffers {
 struct Net {
   std::vector<torch::Tensor> p;
   std::vector<const float*> P;
+  std::vector<float> U2;  // conv2's Winograd-transformed filters
   float mean, sd;
   int ncls;
 
@@ -206,6 +323,7 @@ struct Net {
       P.push_back(p[i].data_ptr<float>());
     }
     ncls = (int)p[18].size(0);
+    U2 = wino::filter_transform(P[10]);
   }
 
   torch::Tensor proba(torch::Tensor faces) const;
@@ -220,7 +338,8 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
   auto result = torch::empty({N, ncls}, torch::kFloat32);
   static thread_local Buffers B;
   float* x = B.x.data(); float* xpad = B.xpad.data(); float* a = B.a.data(); float* a2 = B.a2.data(); float* a3 = B.a3.data(); float* a4 = B.a4.data();
-  float* h = B.h.data(); float* th = B.th.data(); float* s = B.s.data(); float* c1 = B.c1.data(); float* c2 = B.c2.data();
+  float* h = B.h.data(); float* th = B.th.data(); float* s = B.s.data(); float* c1 = B.c1.data();
+  float* q = B.q.data(); float* vb = B.vb.data(); float* mb = B.mb.data();
   float* p2 = B.p2.data(); float* c3 = B.c3.data(); float* c4 = B.c4.data(); float* p4 = B.p4.data(); float* f1 = B.f1.data();
   float lg[64];
   const uint8_t* src = faces.data_ptr<uint8_t>();
@@ -233,19 +352,18 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
     for (int i = 0; i < 48; ++i) std::copy(x + i * 48, x + i * 48 + 48, xpad + (i + 2) * 52 + 2);  // the border stays 0
     conv<1, 48, 48, 8, 7>(x, P[0], P[1], a);          // 42 valid rows x 42 columns
     pool2_relu<8, 42, 48, 42, true>(a, a2);            // 21 x 21
-    conv<8, 21, 21, 10, 5>(a2, P[2], P[3], a3);        // 17 x 17
+    conv<8, 21, 21, 10, 5, 16>(a2, P[2], P[3], a3);    // 16 of the 17 x 17 rows (the pool drops the 17th)
     pool2_relu<10, 17, 21, 17, false>(a3, a4);         // 8 x 8, packed: 640
     linear(a4, 640, P[4], P[5], 32, h, true);
     linear(h, 32, P[6], P[7], 6, th, false);
     affine_sample<48, 48>(xpad, th, s);
     conv<1, 48, 48, 10, 3>(s, P[8], P[9], c1);         // 46 x 46
-    relu<10, 46, 48>(c1);
-    conv<10, 46, 48, 10, 3>(c1, P[10], P[11], c2);     // 44 x 44
-    pool2_relu<10, 44, 48, 44, true>(c2, p2);          // 22 x 22
-    conv<10, 22, 22, 10, 3>(p2, P[12], P[13], c3);     // 20 x 20
-    relu<10, 20, 22>(c3);
-    conv<10, 20, 22, 10, 3>(c3, P[14], P[15], c4);     // 18 x 18
-    pool2_relu<10, 18, 22, 18, false>(c4, p4);         // 9 x 9, packed: 810
+    wino::split_relu(c1, q);                           // ReLU, 4 parity planes of 23 x 23
+    wino::conv_pool_relu(q, U2.data(), P[11], vb, mb, p2);  // conv2 44 x 44, pooled: 22 x 22, stride 23
+    conv<10, 22, 23, 10, 3>(p2, P[12], P[13], c3);     // 20 x 20
+    relu<10, 20, 23>(c3);
+    conv<10, 20, 23, 10, 3>(c3, P[14], P[15], c4);     // 18 x 18
+    pool2_relu<10, 18, 23, 18, false>(c4, p4);         // 9 x 9, packed: 810
     linear(p4, 810, P[16], P[17], 50, f1, true);
     linear(f1, 50, P[18], P[19], ncls, lg, false);
     float mx = *std::max_element(lg, lg + ncls), tot = 0.f;

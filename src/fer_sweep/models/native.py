@@ -4,10 +4,12 @@ Why: for one 48x48 face the frozen TorchScript graph of :func:`fer_sweep.models.
 runs ~60 small ATen ops, and dispatching them costs about as much as their arithmetic.  The C++
 kernel runs the whole network (uint8 face in, probabilities out) in one call with every activation in
 the cache, each convolution as whole planes of 5 output channels x 64 positions accumulated in
-AVX-512 registers (5 x 16 with AVX2), the affine sampling vectorised and the FC layers summed in
-vector lanes.  On a 2-core AVX-512 Intel Xeon (``benchmarks/inference_speed.py``, which times both side
-by side; ``docs/benchmarks/inference_speed_2026-12-03.txt``): 4.5x the frozen graph's rate for single
-faces (9,555 against 2,120 faces/s), 2x for batches of 256 on two threads (18,657 against 9,065).
+AVX-512 registers (5 x 16 with AVX2), conv2 and its pool by Winograd's F(2x2, 3x3) (fewer than half
+the multiplications), the affine sampling vectorised and the FC layers summed in vector lanes.  On a
+2-core AVX-512 Intel Xeon (``benchmarks/inference_speed.py``, which times both side by side;
+``docs/benchmarks/inference_speed_2026-12-03.txt``, before the Winograd conv2): 4.5x the frozen graph's
+rate for single faces (9,555 against 2,120 faces/s), 2x for batches of 256 on two threads (18,657
+against 9,065).
 It releases the GIL, so the 2-thread path's slices run side by side.
 
 The kernel is compiled on first use with the C++ compiler PyTorch finds (``torch.utils.cpp_extension``,
