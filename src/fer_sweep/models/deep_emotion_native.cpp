@@ -2,7 +2,7 @@
 // branch, affine grid + bilinear sampling, classifier, softmax.  Built on first use by
 // fer_sweep.models.native (torch.utils.cpp_extension, -O3 -march=native); BatchNorm comes folded into
 // conv4.  Why: for one face the TorchScript graph spends much of its time between ~60 small ATen ops;
-// here the activations (~350 KB per thread in all, none over 90 KB) stay in the L2 cache and no op is dispatched.
+// here the activations (~400 KB per thread in all, none over 90 KB) stay in the L2 cache and no op is dispatched.
 // Vectors are 16 floats where the target has AVX-512, else 8; the convolutions (about 80% of the time)
 // run near the FMA units' peak, conv2 (the largest) with its pool by Winograd's F(2x2, 3x3), the affine
 // sampling is vectorised and branch-free, and the fully connected layers sum in vector lanes.
@@ -278,12 +278,12 @@ static void conv_pool_relu(const float* __restrict q, const float* __restrict U,
           const vec m0 = loadu(m + j * CH), m1 = loadu(m + (4 + j) * CH), m2 = loadu(m + (8 + j) * CH), m3 = loadu(m + (12 + j) * CH);
           s[0][j] = m0 + m1 + m2; s[1][j] = m1 - m2 - m3;
         }
-        vec best;
+        vec best = vec{} - INFINITY;
 #pragma GCC unroll 2
         for (int i = 0; i < 2; ++i) {
           const vec y0 = s[i][0] + s[i][1] + s[i][2], y1 = s[i][1] - s[i][2] - s[i][3];
-          const vec y = y0 > y1 ? y0 : y1;
-          best = i == 0 ? y : (best > y ? best : y);
+          best = best > y0 ? best : y0;
+          best = best > y1 ? best : y1;
         }
         best += bias[o];
         storeu(out + o * PO + t0 + v, best > 0.f ? best : vec{});
