@@ -11,6 +11,11 @@ the reference is given the fast path's sampler, which ``test_dropout_mask_distri
 and in evaluation mode; both sit equally close to float64; and the state dict - the shipped
 weights' keys - is unchanged.
 
+These direct comparisons cover the oneDNN paths (``native_train=False``).  The compiled features
+stage of a CPU training step (``native_train=True``, the default) sums in yet another order; it is
+held to the float64 comparisons here (``test_as_accurate_as_the_reference_against_float64``,
+``test_shipped_weights_load_and_match``) and tested on its own in ``tests/test_native_training.py``.
+
 Gradients with respect to the *input image* are not compared on whole faces: where a face is flat,
 values that are equal in exact arithmetic differ in the last bit between any two float32 paths,
 and a max-pool then sends a gradient to a different (equally valid) position of its window.
@@ -53,9 +58,9 @@ def face_batch(n: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     return to_model_input(images), torch.randint(0, 7, (n,), generator=g)
 
 
-def make_pair(channels_last: bool, seed: int = 0) -> DeepEmotion:
+def make_pair(channels_last: bool, seed: int = 0, native_train: bool = False) -> DeepEmotion:
     torch.manual_seed(seed)
-    net = DeepEmotion()
+    net = DeepEmotion(native_train=native_train)
     with torch.no_grad():  # an attention branch that moves the face, not the fresh identity
         net.fc_loc[2].weight.normal_(0.0, 0.02)
         net.fc_loc[2].bias.add_(torch.tensor([0.05, 0.1, -0.03, -0.08, 0.04, 0.02]))
@@ -162,15 +167,25 @@ def float64_errors(net: DeepEmotion, x: torch.Tensor, y: torch.Tensor, train: bo
     return errors
 
 
+def needs_kernel(native_train: bool) -> None:
+    if native_train:
+        from test_native import kernel_or_skip
+
+        kernel_or_skip()
+
+
+@pytest.mark.parametrize("native_train", [False, True], ids=["onednn", "native"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_as_accurate_as_the_reference_against_float64(mode: str):
+def test_as_accurate_as_the_reference_against_float64(mode: str, native_train: bool):
     """Both float32 paths sit equally close to a float64 evaluation of the same network."""
+    needs_kernel(native_train)
     x, y = face_batch(seed=1)
-    errors = float64_errors(make_pair(True), x.contiguous(memory_format=torch.channels_last), y, train=mode == "train")
+    errors = float64_errors(make_pair(True, native_train=native_train), x.contiguous(memory_format=torch.channels_last), y, train=mode == "train")
     assert errors["fast"] <= 1.5 * errors["reference"] + 1e-6, errors
 
 
-def test_shipped_weights_load_and_match():
+@pytest.mark.parametrize("native_train", [False, True], ids=["onednn", "native"])
+def test_shipped_weights_load_and_match(native_train: bool):
     """The shipped Deep-Emotion weights load into this network; on them the outputs agree within
     5e-5, and outputs and gradients are typically as close to float64 as the reference's.
 
@@ -186,8 +201,10 @@ def test_shipped_weights_load_and_match():
     path = Path(__file__).resolve().parents[1] / "src" / "fer_sweep" / "weights" / "deep_emotion.pt"
     if not path.is_file():
         pytest.skip(f"no shipped weights at {path}")
+    needs_kernel(native_train)
     net, _, _ = load_checkpoint(path)
     assert isinstance(net, DeepEmotion)
+    net.native_train = native_train
     fast, reference = [], []
     for seed in range(5, 15):
         x, y = face_batch(seed=seed)

@@ -41,6 +41,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fer_sweep.models import native
+
 _GRID_BASIS: dict[tuple, torch.Tensor] = {}
 
 
@@ -160,9 +162,11 @@ def _fast_cpu(x: torch.Tensor) -> bool:
 class DeepEmotion(nn.Module):
     """Deep-Emotion for ``(N, 1, 48, 48)`` inputs; 66,877 parameters with 7 classes."""
 
-    def __init__(self, num_classes: int = 7, dropout: float = 0.5) -> None:
+    def __init__(self, num_classes: int = 7, dropout: float = 0.5, native_train: bool = True) -> None:
         super().__init__()
         self.num_classes = num_classes
+        self.native_train = native_train
+        """Run the features stage of a CPU training step by the compiled kernel (see the module docstring)."""
         self.localization = nn.Sequential(
             nn.Conv2d(1, 8, kernel_size=7), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
             nn.Conv2d(8, 10, kernel_size=5), nn.MaxPool2d(2, stride=2), nn.ReLU(True),
@@ -199,8 +203,19 @@ class DeepEmotion(nn.Module):
             return _SingleChannelConvReLU.apply(x, self.conv1.weight, self.conv1.bias)
         return F.relu(self.conv1(x), inplace=True)
 
+    def _native_features(self, x: torch.Tensor) -> torch.Tensor | None:
+        """conv4's output by the compiled training kernel, or ``None`` where it does not apply."""
+        kernel = native.use_native_features(x) if self.native_train else None
+        if kernel is None:
+            return None
+        params = dict(self.named_parameters())
+        return native.NativeFeatures.apply(kernel, x, *(params[k] for k in native.FEATURE_PARAMETERS))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fast = _fast_cpu(x)
+        out = self._native_features(x) if fast else None
+        if out is not None:  # NCHW; the pool and dropout take the layout oneDNN's conv4 would have given
+            return self._head(out, fast, channels_last=not self.conv4.weight.is_contiguous())
         out = self._conv1_relu(self.stn(x))
         if fast and torch.is_grad_enabled():
             out = _Conv2dTransposedInputGrad.apply(out, self.conv2.weight, self.conv2.bias)
@@ -208,8 +223,12 @@ class DeepEmotion(nn.Module):
             out = self.conv2(out)
         out = F.relu(self.pool2(out), inplace=True)
         out = F.relu(self.conv3(out), inplace=True)
-        out = self.conv4(out)
-        if fast and not out.is_contiguous():
+        return self._head(self.conv4(out), fast)
+
+    def _head(self, out: torch.Tensor, fast: bool, channels_last: bool | None = None) -> torch.Tensor:
+        """BatchNorm, pool 4, dropout and the fully connected layers after conv4 (``channels_last``:
+        whether the pool and dropout run channels-last; default: ``out``'s layout)."""
+        if fast and (not out.is_contiguous() if channels_last is None else channels_last):
             # BatchNorm in NCHW (see the module docstring), then back to the input's layout for
             # the pool (ATen's NCHW max-pool is ~5x slower here) and for dropout, which draws its
             # mask in memory order, so the layout decides the draws

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <vector>
 #include <algorithm>
+#include <thread>
 
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -373,8 +374,350 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
   return result;
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Training: the features stage (attention branch, affine sampling, conv1-conv4, up to conv4's output before
+// BatchNorm, whose batch statistics couple the faces) forward and backward, for float32 (N, 1, 48, 48) input.
+// Why: a training step of this small network spends most of its time in oneDNN convolutions whose shapes
+// (1-10 channels, 3x3-7x7) fill vectors poorly, plus ~40 small ATen ops between them; here each face runs
+// through every layer with its activations in the cache, each convolution (forward, input gradient as a
+// forward convolution of the zero-padded gradient with the flipped filters, weight gradient) with its
+// channels x positions in vector registers, and the batch's faces split over threads, each summing its own
+// weight gradients (added in thread order: deterministic for a given thread count).  What the forward
+// keeps per face (`saved`, ~170 KB): the input, the activations the backward reads, and each max-pool's
+// choice (uint8: 0-3, the first maximum in scan order as ATen picks it).
+namespace train {
+constexpr int F_X = 0, F_XPAD = F_X + 2304, F_A2 = F_XPAD + 52 * 52, F_A4 = F_A2 + 8 * plane(21, 21), F_H = F_A4 + 640,
+              F_TH = F_H + 32, F_S = F_TH + 8, F_C1 = F_S + 2304, F_P2 = F_C1 + 10 * plane(46, 48), F_C3 = F_P2 + 10 * plane(22, 22),
+              F_END = F_C3 + 10 * plane(20, 22), FLOATS = (F_END + TILE - 1) / TILE * TILE;
+constexpr int B_A = 0, B_A3 = B_A + 8 * 21 * 21, B_C2 = B_A3 + 10 * 8 * 8, BYTES = B_C2 + 10 * 22 * 22;
+constexpr int NP = 16;  // parameters: localization.0.{weight,bias}, localization.3.*, fc_loc.0.*, fc_loc.2.*, conv1-4.*
+static const int64_t NUMEL[NP] = {8 * 49, 8, 10 * 8 * 25, 10, 32 * 640, 32, 6 * 32, 6, 10 * 9, 10, 10 * 90, 10, 10 * 90, 10, 10 * 90, 10};
+
+// 2x2 max-pool (floor) of the valid W columns of C planes (H rows, stride S), then ReLU, into planes of stride SO
+// and size PO (padding and columns past W/2 zeroed when PO > 0; packed when PO == 0), and which of the four won
+template <int C, int H, int S, int W, int SO, int PO>
+static void pool_relu_arg(const float* __restrict in, float* __restrict out, uint8_t* __restrict idx) {
+  constexpr int Ho = H / 2, Wo = W / 2, PI = plane(H, S), PS = PO > 0 ? PO : Ho * Wo;
+  if (PO > 0) std::fill(out, out + C * PS, 0.f);
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < Ho; ++y) {
+      const float* r0 = in + c * PI + 2 * y * S;
+      const float* r1 = r0 + S;
+      for (int x = 0; x < Wo; ++x) {
+        const float v[4] = {r0[2 * x], r0[2 * x + 1], r1[2 * x], r1[2 * x + 1]};
+        int k = 0;
+        for (int j = 1; j < 4; ++j) if (v[j] > v[k]) k = j;
+        out[c * PS + y * SO + x] = v[k] > 0.f ? v[k] : 0.f;
+        idx[(c * Ho + y) * Wo + x] = (uint8_t)k;
+      }
+    }
+}
+
+// the gradient of pool_relu_arg: each pooled value's gradient (where it is > 0: the ReLU) goes to the input
+// position that won; `gin` (C planes, H rows, stride S, size PI) is zeroed first (garbage columns included)
+template <int C, int H, int S, int W, int SO, int PO>
+static void pool_relu_back(const float* __restrict gout, const float* __restrict pooled, const uint8_t* __restrict idx, float* __restrict gin) {
+  constexpr int Ho = H / 2, Wo = W / 2, PI = plane(H, S), PS = PO > 0 ? PO : Ho * Wo;
+  std::fill(gin, gin + C * PI, 0.f);
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        const int o = c * PS + y * SO + x;
+        if (!(pooled[o] > 0.f)) continue;
+        const int k = idx[(c * Ho + y) * Wo + x];
+        gin[c * PI + (2 * y + (k >> 1)) * S + 2 * x + (k & 1)] = gout[o];
+      }
+}
+
+// the valid Wo x Ho values of C planes (stride SI, size PI) where `keep` (same layout) is > 0 (a ReLU's output;
+// nullptr: all), into planes of stride S, size plane(Ho, S), at column/row offset D: zero elsewhere.  D = 0
+// gives the layout the weight gradient reads; D = K - 1 and S = Wo + 2(K - 1) the zero-padded gradient whose
+// forward convolution with the flipped filters is the input gradient.
+template <int C, int Ho, int Wo, int SI, int PI, int S, int R, int D>
+static void place(const float* __restrict g, const float* __restrict keep, float* __restrict out) {
+  constexpr int PO = plane(R, S);
+  static_assert(D + Wo <= S && D + Ho <= R, "values inside the destination plane");
+  std::fill(out, out + C * PO, 0.f);
+  for (int c = 0; c < C; ++c)
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        const int i = c * PI + y * SI + x;
+        if (keep == nullptr || keep[i] > 0.f) out[c * PO + (y + D) * S + x + D] = g[i];
+      }
+}
+
+// register budget of the weight gradient: OB output channels x K taps of one filter row accumulate
+// while OB gradient vectors and one input vector are loaded
+constexpr int NREG = VW == 16 ? 32 : 16;
+constexpr int wg_block(int O, int K) {
+  for (int d = O; d > 1; --d)
+    if (O % d == 0 && d * K + d + 1 <= NREG) return d;
+  return 1;
+}
+static inline float hsum(vec v) { float s = 0.f; for (int l = 0; l < VW; ++l) s += v[l]; return s; }
+
+// dW[o][c][ky][kx] += sum_p g[o][p] in[c][p + ky S + kx] and db[o] += sum_p g[o][p], over the flat layout of the
+// convolution's output (Ho rows, stride S: garbage columns and padding of g are zero, so they add nothing)
+template <int C, int H, int S, int O, int K, int Ho>
+static void wgrad(const float* __restrict in, const float* __restrict g, float* __restrict dw, float* __restrict db) {
+  constexpr int PI = plane(H, S), PG = plane(Ho, S), P = (Ho * S + VW - 1) / VW * VW, OB = wg_block(O, K);
+  static_assert(P <= PG && (K - 1) * S + K - 1 + P - PI <= SLACK, "reads within the planes and the slack");
+  for (int o = 0; o < O; ++o) {
+    vec s = {};
+    for (int p = 0; p < P; p += VW) s += loadu(g + o * PG + p);
+    db[o] += hsum(s);
+  }
+  for (int o = 0; o < O; o += OB)
+    for (int c = 0; c < C; ++c)
+      for (int ky = 0; ky < K; ++ky) {
+        vec acc[OB][K];
+#pragma GCC unroll 8
+        for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) acc[j][kx] = vec{};
+        const float* r = in + c * PI + ky * S;
+        for (int p = 0; p < P; p += VW) {
+          vec gv[OB];
+#pragma GCC unroll 8
+          for (int j = 0; j < OB; ++j) gv[j] = loadu(g + (o + j) * PG + p);
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) {
+            const vec x = loadu(r + p + kx);
+#pragma GCC unroll 8
+            for (int j = 0; j < OB; ++j) acc[j][kx] += gv[j] * x;
+          }
+        }
+#pragma GCC unroll 8
+        for (int j = 0; j < OB; ++j)
+#pragma GCC unroll 8
+          for (int kx = 0; kx < K; ++kx) dw[(((o + j) * C + c) * K + ky) * K + kx] += hsum(acc[j][kx]);
+      }
+}
+
+// w[o][c][ky][kx] -> f[c][o][K-1-ky][K-1-kx]: the filters of the input gradient as a forward convolution
+static std::vector<float> flipped(const float* w, int O, int C, int K) {
+  std::vector<float> f((size_t)O * C * K * K);
+  for (int o = 0; o < O; ++o)
+    for (int c = 0; c < C; ++c)
+      for (int i = 0; i < K * K; ++i) f[((size_t)c * O + o) * K * K + (K * K - 1 - i)] = w[((size_t)o * C + c) * K * K + i];
+  return f;
+}
+
+// the input gradient of a valid stride-1 convolution (C -> O channels, K x K, output Ho x Wo) from g placed
+// zero-padded (place<..., D = K-1>: Ho + 2(K-1) rows, stride Wo + 2(K-1)): out has Ho + K - 1 rows, same stride
+template <int O, int Ho, int Wo, int C, int K>
+static void dgrad(const float* __restrict gpad, const float* __restrict wflip, const float* __restrict zeros, float* __restrict out) {
+  conv<O, Ho + 2 * (K - 1), Wo + 2 * (K - 1), C, K>(gpad, wflip, zeros, out);
+}
+
+// bilinear sampling's gradient with respect to theta (grid_sample, zeros padding, align_corners=False, through
+// the affine grid): the forward's coordinates recomputed; a coordinate affine_sample clamped (outside [-1, W])
+// samples only zeros and has no gradient
+static void affine_sample_back(const float* __restrict pad, const float* th, const float* __restrict gs, int gstride, float* dth) {
+  constexpr int H = 48, W = 48, PW = W + 4;
+  double t[6] = {0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < H; ++i) {
+    const float ys = (2.f * i + 1.f) / H - 1.f;
+    float rx = 0.f, ry = 0.f, rxx = 0.f, ryx = 0.f;  // this row's sums of gx', gy', gx' xs, gy' xs
+    for (int j = 0; j < W; ++j) {
+      const float g = gs[i * gstride + j];
+      if (g == 0.f) continue;
+      const float x = (2.f * j + 1.f) / W - 1.f;
+      const float gx = th[0] * x + (th[1] * ys + th[2]), gy = th[3] * x + (th[4] * ys + th[5]);
+      const float ix = ((gx + 1.f) * (float)W - 1.f) / 2.f, iy = ((gy + 1.f) * (float)H - 1.f) / 2.f;
+      if (!(ix >= -1.f && ix <= (float)W && iy >= -1.f && iy <= (float)H)) continue;
+      const float fx = std::floor(ix), fy = std::floor(iy), dx = ix - fx, dy = iy - fy;
+      const float* q = pad + ((int)fy + 2) * PW + ((int)fx + 2);
+      const float q00 = q[0], q01 = q[1], q10 = q[PW], q11 = q[PW + 1];
+      const float gix = g * ((q01 - q00) * (1.f - dy) + (q11 - q10) * dy) * (W / 2.f);
+      const float giy = g * ((q10 - q00) * (1.f - dx) + (q11 - q01) * dx) * (H / 2.f);
+      rx += gix; ry += giy; rxx += gix * x; ryx += giy * x;
+    }
+    t[0] += rxx; t[1] += (double)rx * ys; t[2] += rx; t[3] += ryx; t[4] += (double)ry * ys; t[5] += ry;
+  }
+  for (int k = 0; k < 6; ++k) dth[k] = (float)t[k];
+}
+
+static void check_params(const std::vector<torch::Tensor>& p) {
+  TORCH_CHECK_VALUE(p.size() == NP, "expected Deep-Emotion's ", NP, " feature-stage parameter tensors, got ", p.size());
+  for (int i = 0; i < NP; ++i)
+    TORCH_CHECK_VALUE(p[i].device().is_cpu() && p[i].dtype() == torch::kFloat32 && p[i].is_contiguous() && p[i].numel() == NUMEL[i],
+                      "parameter ", i, " must be a contiguous float32 CPU tensor of ", NUMEL[i], " values");
+}
+
+// fn(t, n0, n1): faces [n0, n1) of the batch as part t of T.  Built with OpenMP (Linux), the parts run on
+// PyTorch's own OpenMP threads (at::parallel_for; the extension shares torch's libgomp): threads of our own
+// would compete with those, which spin for a while after each ATen op (a forward took 37 instead of 28 ms)
+template <typename Fn>
+static void split(int N, int threads, Fn fn) {
+  const int T = std::max(1, std::min(threads, N));
+#ifdef _OPENMP
+  at::parallel_for(0, T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) fn((int)t, (int)((int64_t)N * t / T), (int)((int64_t)N * (t + 1) / T));
+  });
+  return;
+#endif
+  std::vector<std::thread> pool;
+  for (int t = 1; t < T; ++t) pool.emplace_back(fn, t, (int)((int64_t)N * t / T), (int)((int64_t)N * (t + 1) / T));
+  fn(0, 0, (int)((int64_t)N / T));
+  for (auto& th : pool) th.join();
+}
+
+// x (N, 1, 48, 48) float32 -> (conv4's output (N, 10, 18, 18) before BatchNorm, saved floats, saved bytes)
+static std::vector<torch::Tensor> forward(torch::Tensor x, std::vector<torch::Tensor> params, int64_t threads) {
+  check_params(params);
+  TORCH_CHECK_VALUE(x.device().is_cpu() && x.dtype() == torch::kFloat32 && x.dim() == 4 && x.size(1) == 1 && x.size(2) == 48 && x.size(3) == 48,
+                    "x must be (N, 1, 48, 48) float32 on the CPU, got ", x.sizes(), " ", x.dtype(), " on ", x.device());
+  x = x.contiguous();
+  const int N = (int)x.size(0);
+  auto out = torch::empty({N, 10, 18, 18}, torch::kFloat32);
+  auto saved = torch::empty({(int64_t)N * FLOATS + SLACK}, torch::kFloat32);
+  auto choice = torch::empty({N, BYTES}, torch::kUInt8);
+  std::vector<const float*> P;
+  for (auto& t : params) P.push_back(t.data_ptr<float>());
+  float* sv = saved.data_ptr<float>();
+  std::fill(sv + (size_t)N * FLOATS, sv + (size_t)N * FLOATS + SLACK, 0.f);
+  const float* src = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  uint8_t* ch = choice.data_ptr<uint8_t>();
+  split(N, (int)threads, [&](int, int n0, int n1) {
+    FlushDenormals ftz;
+    std::vector<float> a(8 * plane(42, 48) + SLACK, 0.f), a3(10 * plane(16, 21) + SLACK, 0.f), c2(10 * plane(44, 48) + SLACK, 0.f), c4(10 * plane(18, 22) + SLACK, 0.f);
+    for (int n = n0; n < n1; ++n) {
+      float* f = sv + (size_t)n * FLOATS;
+      uint8_t* b = ch + (size_t)n * BYTES;
+      std::copy(src + (size_t)n * 2304, src + (size_t)(n + 1) * 2304, f + F_X);
+      float* xpad = f + F_XPAD;
+      std::fill(xpad, xpad + 52 * 52, 0.f);
+      for (int i = 0; i < 48; ++i) std::copy(f + F_X + i * 48, f + F_X + i * 48 + 48, xpad + (i + 2) * 52 + 2);
+      conv<1, 48, 48, 8, 7>(f + F_X, P[0], P[1], a.data());
+      pool_relu_arg<8, 42, 48, 42, 21, plane(21, 21)>(a.data(), f + F_A2, b + B_A);
+      conv<8, 21, 21, 10, 5, 16>(f + F_A2, P[2], P[3], a3.data());
+      pool_relu_arg<10, 17, 21, 17, 8, 0>(a3.data(), f + F_A4, b + B_A3);
+      linear(f + F_A4, 640, P[4], P[5], 32, f + F_H, true);
+      linear(f + F_H, 32, P[6], P[7], 6, f + F_TH, false);
+      affine_sample<48, 48>(xpad, f + F_TH, f + F_S);
+      conv<1, 48, 48, 10, 3>(f + F_S, P[8], P[9], f + F_C1);
+      relu<10, 46, 48>(f + F_C1);
+      conv<10, 46, 48, 10, 3>(f + F_C1, P[10], P[11], c2.data());
+      pool_relu_arg<10, 44, 48, 44, 22, plane(22, 22)>(c2.data(), f + F_P2, b + B_C2);
+      conv<10, 22, 22, 10, 3>(f + F_P2, P[12], P[13], f + F_C3);
+      relu<10, 20, 22>(f + F_C3);
+      conv<10, 20, 22, 10, 3>(f + F_C3, P[14], P[15], c4.data());
+      for (int c = 0; c < 10; ++c)
+        for (int y = 0; y < 18; ++y) std::copy(c4.data() + c * plane(18, 22) + y * 22, c4.data() + c * plane(18, 22) + y * 22 + 18, dst + ((size_t)(n * 10 + c) * 18 + y) * 18);
+    }
+  });
+  return {out, saved, choice};
+}
+
+// the gradients of the 16 parameters from the gradient of conv4's output (N, 10, 18, 18)
+static std::vector<torch::Tensor> backward(torch::Tensor grad, torch::Tensor saved, torch::Tensor choice, std::vector<torch::Tensor> params, int64_t threads) {
+  check_params(params);
+  const int N = (int)choice.size(0);
+  TORCH_CHECK_VALUE(grad.device().is_cpu() && grad.dtype() == torch::kFloat32 && grad.dim() == 4 && grad.size(0) == N && grad.size(1) == 10 && grad.size(2) == 18 && grad.size(3) == 18,
+                    "grad must be (", N, ", 10, 18, 18) float32 on the CPU, got ", grad.sizes());
+  TORCH_CHECK_VALUE(saved.numel() == (int64_t)N * FLOATS + SLACK && choice.size(1) == BYTES && saved.is_contiguous() && choice.is_contiguous(), "saved tensors do not match the batch");
+  grad = grad.contiguous();
+  std::vector<const float*> P;
+  for (auto& t : params) P.push_back(t.data_ptr<float>());
+  const std::vector<float> f1 = flipped(P[8], 10, 1, 3), f2 = flipped(P[10], 10, 10, 3), f3 = flipped(P[12], 10, 10, 3), f4 = flipped(P[14], 10, 10, 3), fl = flipped(P[2], 10, 8, 5);
+  const std::vector<float> zeros(16, 0.f);
+  const float* sv = saved.data_ptr<float>();
+  const uint8_t* ch = choice.data_ptr<uint8_t>();
+  const float* g4 = grad.data_ptr<float>();
+  const int T = std::max(1, std::min((int)threads, N));
+  int64_t total = 0;
+  int64_t off[NP + 1];
+  for (int i = 0; i < NP; ++i) { off[i] = total; total += NUMEL[i]; }
+  off[NP] = total;
+  std::vector<std::vector<float>> acc(T, std::vector<float>(total, 0.f));
+  split(N, T, [&](int t, int n0, int n1) {
+    FlushDenormals ftz;
+    float* d = acc[t].data();
+    auto buf = [](int n) { return std::vector<float>(n + SLACK, 0.f); };
+    std::vector<float> G4 = buf(10 * plane(18, 22)), GP4 = buf(10 * plane(22, 22)), D3 = buf(10 * plane(20, 22)), G3 = buf(10 * plane(20, 22)),
+        GP3 = buf(10 * plane(24, 24)), D2 = buf(10 * plane(22, 24)), G2P = buf(10 * plane(22, 22)), G2 = buf(10 * plane(44, 48)), GP2 = buf(10 * plane(48, 48)),
+        D1 = buf(10 * plane(46, 48)), G1 = buf(10 * plane(46, 48)), GP1 = buf(10 * plane(50, 50)), DS = buf(plane(48, 50)),
+        GA3 = buf(10 * plane(16, 21)), GPA3 = buf(10 * plane(25, 25)), DA2 = buf(8 * plane(21, 25)), GA = buf(8 * plane(42, 48)),
+        A2M = buf(8 * plane(21, 21)), da4 = buf(640);
+    for (int n = n0; n < n1; ++n) {
+      const float* f = sv + (size_t)n * FLOATS;
+      const uint8_t* b = ch + (size_t)n * BYTES;
+      const float* g = g4 + (size_t)n * 3240;
+      // conv4
+      place<10, 18, 18, 18, 324, 22, 18, 0>(g, nullptr, G4.data());
+      place<10, 18, 18, 18, 324, 22, 22, 2>(g, nullptr, GP4.data());
+      wgrad<10, 20, 22, 10, 3, 18>(f + F_C3, G4.data(), d + off[14], d + off[15]);
+      dgrad<10, 18, 18, 10, 3>(GP4.data(), f4.data(), zeros.data(), D3.data());  // 20 rows, stride 22
+      // conv3 (its ReLU: c3 > 0)
+      place<10, 20, 20, 22, plane(20, 22), 22, 20, 0>(D3.data(), f + F_C3, G3.data());
+      place<10, 20, 20, 22, plane(20, 22), 24, 24, 2>(D3.data(), f + F_C3, GP3.data());
+      wgrad<10, 22, 22, 10, 3, 20>(f + F_P2, G3.data(), d + off[12], d + off[13]);
+      dgrad<10, 20, 20, 10, 3>(GP3.data(), f3.data(), zeros.data(), D2.data());  // 22 rows, stride 24
+      // pool 2 and its ReLU, then conv2
+      place<10, 22, 22, 24, plane(22, 24), 22, 22, 0>(D2.data(), nullptr, G2P.data());  // repacked to the pool's stride 22
+      pool_relu_back<10, 44, 48, 44, 22, plane(22, 22)>(G2P.data(), f + F_P2, b + B_C2, G2.data());
+      place<10, 44, 44, 48, plane(44, 48), 48, 48, 2>(G2.data(), nullptr, GP2.data());
+      wgrad<10, 46, 48, 10, 3, 44>(f + F_C1, G2.data(), d + off[10], d + off[11]);
+      dgrad<10, 44, 44, 10, 3>(GP2.data(), f2.data(), zeros.data(), D1.data());  // 46 rows, stride 48
+      // conv1 (its ReLU: c1 > 0)
+      place<10, 46, 46, 48, plane(46, 48), 48, 46, 0>(D1.data(), f + F_C1, G1.data());
+      place<10, 46, 46, 48, plane(46, 48), 50, 50, 2>(D1.data(), f + F_C1, GP1.data());
+      wgrad<1, 48, 48, 10, 3, 46>(f + F_S, G1.data(), d + off[8], d + off[9]);
+      dgrad<10, 46, 46, 1, 3>(GP1.data(), f1.data(), zeros.data(), DS.data());  // 48 rows, stride 50
+      // the sampling, then the localisation network's fully connected layers
+      float dth[6], dh[32];
+      affine_sample_back(f + F_XPAD, f + F_TH, DS.data(), 50, dth);
+      const float* h = f + F_H;
+      for (int k = 0; k < 6; ++k) {
+        d[off[7] + k] += dth[k];
+        for (int j = 0; j < 32; ++j) d[off[6] + k * 32 + j] += dth[k] * h[j];
+      }
+      for (int j = 0; j < 32; ++j) {
+        float s = 0.f;
+        for (int k = 0; k < 6; ++k) s += P[6][k * 32 + j] * dth[k];
+        dh[j] = h[j] > 0.f ? s : 0.f;
+      }
+      const float* a4 = f + F_A4;
+      std::fill(da4.begin(), da4.end(), 0.f);
+      for (int j = 0; j < 32; ++j) {
+        if (dh[j] == 0.f) continue;
+        d[off[5] + j] += dh[j];
+        float* dw = d + off[4] + j * 640;
+        const float* w = P[4] + j * 640;
+        for (int i = 0; i < 640; ++i) { dw[i] += dh[j] * a4[i]; da4[i] += w[i] * dh[j]; }
+      }
+      // pool and ReLU, localisation conv2 (16 rows: the pool drops the 17th)
+      pool_relu_back<10, 16, 21, 17, 8, 0>(da4.data(), a4, b + B_A3, GA3.data());
+      place<10, 16, 17, 21, plane(16, 21), 25, 25, 4>(GA3.data(), nullptr, GPA3.data());
+      wgrad<8, 21, 21, 10, 5, 16>(f + F_A2, GA3.data(), d + off[2], d + off[3]);
+      dgrad<10, 17, 17, 8, 5>(GPA3.data(), fl.data(), zeros.data(), DA2.data());  // 21 rows, stride 25
+      // pool and ReLU, localisation conv1 (its input gradient is not needed)
+      place<8, 21, 21, 25, plane(21, 25), 21, 21, 0>(DA2.data(), nullptr, A2M.data());
+      pool_relu_back<8, 42, 48, 42, 21, plane(21, 21)>(A2M.data(), f + F_A2, b + B_A, GA.data());
+      wgrad<1, 48, 48, 8, 7, 42>(f + F_X, GA.data(), d + off[0], d + off[1]);
+    }
+  });
+  std::vector<torch::Tensor> grads;
+  for (int i = 0; i < NP; ++i) {
+    auto gt = torch::empty(params[i].sizes(), torch::kFloat32);
+    float* o = gt.data_ptr<float>();
+    for (int64_t k = 0; k < NUMEL[i]; ++k) {
+      float s = 0.f;
+      for (int t = 0; t < T; ++t) s += acc[t][off[i] + k];
+      o[k] = s;
+    }
+    grads.push_back(gt);
+  }
+  return grads;
+}
+}  // namespace train
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::class_<Net>(m, "Net", py::module_local())  // local: two builds of this source can share a process
       .def(py::init<std::vector<torch::Tensor>, double, double>())
       .def("proba", &Net::proba, py::call_guard<py::gil_scoped_release>());
+  m.def("train_forward", &train::forward, py::call_guard<py::gil_scoped_release>());
+  m.def("train_backward", &train::backward, py::call_guard<py::gil_scoped_release>());
 }

@@ -57,7 +57,15 @@ def compiler_flags(flags: str | None = None) -> list[str]:
     build): elsewhere (macOS, Windows, no ``/proc``) two CPUs could share a cached build, so it is
     built for the generic target."""
     flags = cpu_flags() if flags is None else flags
-    return ["-O3", "-march=native"] if flags else ["-O3"]
+    return ["-O3", "-march=native"] + openmp_flags() if flags else ["-O3"] + openmp_flags()
+
+
+def openmp_flags() -> list[str]:
+    """``-fopenmp`` on Linux, where torch's wheels run their threads on a ``libgomp.so.1`` that the
+    extension then shares (the loader matches the already loaded library by its soname): the training
+    kernel's parts run on torch's OpenMP threads (see ``split`` in the source).  Elsewhere (macOS's
+    clang has no OpenMP by default) it uses threads of its own."""
+    return ["-fopenmp"] if sys.platform.startswith("linux") else []
 
 
 def build_key(flags: str | None = None) -> str:
@@ -117,7 +125,7 @@ def load_kernel():
     try:
         from torch.utils.cpp_extension import load
 
-        return load(name=name, sources=[str(SOURCE)], extra_cflags=compiler_flags(), verbose=False)
+        return load(name=name, sources=[str(SOURCE)], extra_cflags=compiler_flags(), extra_ldflags=openmp_flags(), verbose=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: the TorchScript path stays
         log.debug("native Deep-Emotion kernel build failed", exc_info=True)
         log.warning("native Deep-Emotion kernel unavailable (%s); using TorchScript", _first_error(exc))
@@ -151,3 +159,38 @@ class NativeDeepEmotionProba(nn.Module):
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         return self.direct(faces)
+
+
+FEATURE_PARAMETERS = PARAMETER_ORDER[:16]
+"""The parameters of the features stage the training kernel runs (everything before BatchNorm)."""
+
+
+class NativeFeatures(torch.autograd.Function):
+    """Deep-Emotion's features stage in training, by the kernel: attention branch, affine sampling and
+    conv1-conv4, up to conv4's output ``(N, 10, 18, 18)`` before BatchNorm (whose batch statistics
+    couple the faces, so it and the layers after it stay in PyTorch).  Forward keeps what the backward
+    reads (~170 KB a face); backward returns the 16 parameters' gradients (``FEATURE_PARAMETERS``
+    order) and no input gradient (training never needs it; :func:`use_native_features` checks that the
+    input does not ask for one).  The batch is split over ``torch.get_num_threads()`` threads."""
+
+    @staticmethod
+    def forward(ctx, kernel, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        flat = [p.detach().contiguous() for p in params]
+        out, saved, choice = kernel.train_forward(x.detach(), flat, torch.get_num_threads())
+        ctx.kernel, ctx.flat = kernel, flat
+        ctx.save_for_backward(saved, choice)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        saved, choice = ctx.saved_tensors
+        grads = ctx.kernel.train_backward(grad.contiguous(), saved, choice, ctx.flat, torch.get_num_threads())
+        return (None, None, *grads)
+
+
+def use_native_features(x: torch.Tensor):
+    """The kernel module if the features stage of a training forward on ``x`` can run natively (float32
+    ``(N, 1, 48, 48)`` on the CPU, gradients on, none asked for the input), else ``None``."""
+    if not torch.is_grad_enabled() or x.requires_grad or x.dim() != 4 or tuple(x.shape[1:]) != (1, 48, 48) or x.shape[0] == 0:
+        return None
+    return load_kernel()
