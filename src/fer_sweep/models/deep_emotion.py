@@ -32,6 +32,13 @@ Speed on the CPU (same parameters, same state dict, same results within float32 
 The conv2, dropout and BatchNorm paths and fused Adam (``conf/optimizer/adam.yaml``) together took a
 bare training step from 55-59 ms to 51-55 ms (alternating runs, 2 threads; ``benchmarks/train_speed.py``).
 
+In a CPU float32 training step (gradients on, none asked for the input) with ``native_train=True``
+(the default), the whole features stage before BatchNorm (attention branch, sampling, conv1-conv4,
+forward and backward) runs instead as one compiled C++ call per direction
+(:class:`fer_sweep.models.native.NativeFeatures`; ``tests/test_native_training.py``): a bare step on a
+first-generation AMD EPYC took 94-101 ms against 150-168 ms on the paths above.  Where the kernel
+cannot be built, or with ``FER_SWEEP_NATIVE=0``, the paths above run.
+
 Elsewhere (CUDA, float64, autocast) the network runs the plain ``torch.nn.functional`` ops.
 """
 
