@@ -382,7 +382,9 @@ torch::Tensor Net::proba(torch::Tensor faces) const {
 // through every layer with its activations in the cache, each convolution (forward, input gradient as a
 // forward convolution of the zero-padded gradient with the flipped filters, weight gradient) with its
 // channels x positions in vector registers, and the batch's faces split over threads, each summing its own
-// weight gradients (added in thread order: deterministic for a given thread count).  What the forward
+// weight gradients (added in thread order: deterministic for a given thread count).  The localisation
+// layers' backward visits only the max-pools' winners (`pooled_conv_back`: a quarter of the positions or
+// fewer), not a dense convolution over the zeros between them.  What the forward
 // keeps per face (`saved`, ~170 KB): the input, the activations the backward reads, and each max-pool's
 // choice (uint8: 0-3, the first maximum in scan order as ATen picks it).
 namespace train {
@@ -492,6 +494,71 @@ static void wgrad(const float* __restrict in, const float* __restrict g, float* 
 #pragma GCC unroll 8
           for (int kx = 0; kx < K; ++kx) dw[(((o + j) * C + c) * K + ky) * K + kx] += hsum(acc[j][kx]);
       }
+}
+
+// The gradients of a valid stride-1 convolution (C -> O channels, K x K; input planes of stride S, size PI) that a
+// 2x2 max-pool (floor) and a ReLU follow, from the pooled gradient (Ho x Wo, stride SO, plane size PS) and the
+// forward's choices: only the winner of each window whose pooled value is > 0 has a gradient, at most one
+// position in four, so the weight gradient sums K rows of K taps over those positions alone and the input
+// gradient (when `din` is given: C planes like the input, zeroed here) adds each one's filter rows, instead of
+// two dense convolutions over zeros (the localisation layers: 4x fewer operations).  Filter rows are one vector
+// each (K <= VW): `wrows[o][c][ky]` holds them zero-padded to VW, the lanes past K read neighbours and are dropped.
+template <int C, int S, int PI, int O, int K, int Ho, int Wo, int SO, int PS>
+static void pooled_conv_back(const float* __restrict in, const float* __restrict wrows, const float* __restrict gout, const float* __restrict pooled,
+                             const uint8_t* __restrict idx, float* __restrict dw, float* __restrict db, float* __restrict din) {
+  static_assert(K <= VW, "one filter row per vector");
+  static_assert((C - 1) * PI + (2 * Ho - 1) * S + 2 * Wo - 1 + (K - 1) * S + VW <= C * PI + SLACK, "row vectors within the buffer and its slack");
+  if (din != nullptr) std::fill(din, din + C * PI, 0.f);
+  float gl[Ho * Wo];
+  int rl[Ho * Wo];
+  for (int o = 0; o < O; ++o) {
+    int m = 0;
+    float gs = 0.f;
+    for (int y = 0; y < Ho; ++y)
+      for (int x = 0; x < Wo; ++x) {
+        const int i = o * PS + y * SO + x;
+        if (!(pooled[i] > 0.f)) continue;
+        const int k = idx[(o * Ho + y) * Wo + x];
+        gl[m] = gout[i];
+        rl[m++] = (2 * y + (k >> 1)) * S + 2 * x + (k & 1);
+        gs += gout[i];
+      }
+    db[o] += gs;
+    for (int c = 0; c < C; ++c) {
+      const float* ic = in + c * PI;
+      vec acc[K];
+#pragma GCC unroll 8
+      for (int ky = 0; ky < K; ++ky) acc[ky] = vec{};
+      for (int j = 0; j < m; ++j) {
+        const float g = gl[j];
+        const float* r = ic + rl[j];
+#pragma GCC unroll 8
+        for (int ky = 0; ky < K; ++ky) acc[ky] += g * loadu(r + ky * S);
+      }
+      float* dwc = dw + (o * C + c) * K * K;
+#pragma GCC unroll 8
+      for (int ky = 0; ky < K; ++ky)
+        for (int kx = 0; kx < K; ++kx) dwc[ky * K + kx] += acc[ky][kx];
+      if (din == nullptr) continue;
+      vec wr[K];
+#pragma GCC unroll 8
+      for (int ky = 0; ky < K; ++ky) wr[ky] = loadu(wrows + ((o * C + c) * K + ky) * VW);
+      float* dc = din + c * PI;
+      for (int j = 0; j < m; ++j) {
+        const float g = gl[j];
+        float* r = dc + rl[j];
+#pragma GCC unroll 8
+        for (int ky = 0; ky < K; ++ky) storeu(r + ky * S, loadu(r + ky * S) + g * wr[ky]);
+      }
+    }
+  }
+}
+
+// w[o][c][ky][kx] -> rows[o][c][ky][0..VW), zero past K: pooled_conv_back's filter rows
+static std::vector<float> filter_rows(const float* w, int O, int C, int K) {
+  std::vector<float> r((size_t)O * C * K * VW, 0.f);
+  for (int i = 0; i < O * C * K; ++i) std::copy(w + i * K, w + i * K + K, r.begin() + (size_t)i * VW);
+  return r;
 }
 
 // w[o][c][ky][kx] -> f[c][o][K-1-ky][K-1-kx]: the filters of the input gradient as a forward convolution
@@ -621,7 +688,8 @@ static std::vector<torch::Tensor> backward(torch::Tensor grad, torch::Tensor sav
   grad = grad.contiguous();
   std::vector<const float*> P;
   for (auto& t : params) P.push_back(t.data_ptr<float>());
-  const std::vector<float> f1 = flipped(P[8], 10, 1, 3), f2 = flipped(P[10], 10, 10, 3), f3 = flipped(P[12], 10, 10, 3), f4 = flipped(P[14], 10, 10, 3), fl = flipped(P[2], 10, 8, 5);
+  const std::vector<float> f1 = flipped(P[8], 10, 1, 3), f2 = flipped(P[10], 10, 10, 3), f3 = flipped(P[12], 10, 10, 3), f4 = flipped(P[14], 10, 10, 3);
+  const std::vector<float> wl = filter_rows(P[2], 10, 8, 5);
   const std::vector<float> zeros(16, 0.f);
   const float* sv = saved.data_ptr<float>();
   const uint8_t* ch = choice.data_ptr<uint8_t>();
@@ -639,7 +707,6 @@ static std::vector<torch::Tensor> backward(torch::Tensor grad, torch::Tensor sav
     std::vector<float> G4 = buf(10 * plane(18, 22)), GP4 = buf(10 * plane(22, 22)), D3 = buf(10 * plane(20, 22)), G3 = buf(10 * plane(20, 22)),
         GP3 = buf(10 * plane(24, 24)), D2 = buf(10 * plane(22, 24)), G2P = buf(10 * plane(22, 22)), G2 = buf(10 * plane(44, 48)), GP2 = buf(10 * plane(48, 48)),
         D1 = buf(10 * plane(46, 48)), G1 = buf(10 * plane(46, 48)), GP1 = buf(10 * plane(50, 50)), DS = buf(plane(48, 50)),
-        GA3 = buf(10 * plane(16, 21)), GPA3 = buf(10 * plane(25, 25)), DA2 = buf(8 * plane(21, 25)), GA = buf(8 * plane(42, 48)),
         A2M = buf(8 * plane(21, 21)), da4 = buf(640);
     for (int n = n0; n < n1; ++n) {
       const float* f = sv + (size_t)n * FLOATS;
@@ -688,15 +755,10 @@ static std::vector<torch::Tensor> backward(torch::Tensor grad, torch::Tensor sav
         const float* w = P[4] + j * 640;
         for (int i = 0; i < 640; ++i) { dw[i] += dh[j] * a4[i]; da4[i] += w[i] * dh[j]; }
       }
-      // pool and ReLU, localisation conv2 (16 rows: the pool drops the 17th)
-      pool_relu_back<10, 16, 21, 17, 8, 0>(da4.data(), a4, b + B_A3, GA3.data());
-      place<10, 16, 17, 21, plane(16, 21), 25, 25, 4>(GA3.data(), nullptr, GPA3.data());
-      wgrad<8, 21, 21, 10, 5, 16>(f + F_A2, GA3.data(), d + off[2], d + off[3]);
-      dgrad<10, 17, 17, 8, 5>(GPA3.data(), fl.data(), zeros.data(), DA2.data());  // 21 rows, stride 25
-      // pool and ReLU, localisation conv1 (its input gradient is not needed)
-      place<8, 21, 21, 25, plane(21, 25), 21, 21, 0>(DA2.data(), nullptr, A2M.data());
-      pool_relu_back<8, 42, 48, 42, 21, plane(21, 21)>(A2M.data(), f + F_A2, b + B_A, GA.data());
-      wgrad<1, 48, 48, 8, 7, 42>(f + F_X, GA.data(), d + off[0], d + off[1]);
+      // pool and ReLU, localisation conv2 (16 rows: the pool drops the 17th), then pool and ReLU, localisation
+      // conv1 (its input gradient is not needed): only the pools' winners
+      pooled_conv_back<8, 21, plane(21, 21), 10, 5, 8, 8, 8, 64>(f + F_A2, wl.data(), da4.data(), a4, b + B_A3, d + off[2], d + off[3], A2M.data());
+      pooled_conv_back<1, 48, 2304, 8, 7, 21, 21, 21, plane(21, 21)>(f + F_X, nullptr, A2M.data(), f + F_A2, b + B_A, d + off[0], d + off[1], nullptr);
     }
   });
   std::vector<torch::Tensor> grads;
