@@ -129,3 +129,35 @@ def test_both_callback_sets_flush_subnormals(choice):
     assert isinstance(hydra.utils.instantiate(cfg.callbacks.flush_subnormals), FlushSubnormals)
     if choice == "none":
         assert set(cfg.callbacks) == {"model_checkpoint", "last_checkpoint", "epoch_metrics", "flush_subnormals"}
+
+
+def _sweep_cfg(task: list[str]):
+    """A composed config as a sweep's launcher sees it: ``task`` as typed on the command line."""
+    cfg = compose_cfg([t for t in task if "," not in t], hydra_cfg=True)
+    OmegaConf.set_struct(cfg, False)
+    cfg.hydra.overrides.task = task
+    return cfg
+
+
+def test_sweep_whose_jobs_would_share_a_folder_is_refused():
+    from fer_sweep.sweep.hydra_callback import shared_job_folder
+
+    assert shared_job_folder(_sweep_cfg(["experiment=scheduler_study"])) is None  # 20 distinct folders
+    assert shared_job_folder(_sweep_cfg(["scheduler=step,cosine", "seed=0,1", "threads=1"])) is None
+    clash = shared_job_folder(_sweep_cfg(["scheduler=step,cosine", "threads=1,2"]))
+    assert clash is not None and "(threads=1 and threads=2)" in clash and "'scheduler=step'" in clash
+    assert "trainer is left out" in shared_job_folder(_sweep_cfg(["trainer=cpu,default"]))
+    assert "lists the job 'seed=0' twice" in shared_job_folder(_sweep_cfg(["seed=0,0"]))
+
+
+def test_sweep_cli_refuses_shared_folders_before_any_job(tmp_path):
+    from helpers import run_cli
+
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "threads=1,2", "trainer.max_epochs=1", f"hydra.sweep.dir={sweep}"], timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "fer_sweep: two jobs of this sweep (threads=1 and threads=2) would share the folder 'trainer.max_epochs=1': "
+        "threads is left out of job folder names (hydra.job.config.override_dirname.exclude_keys); sweep it in separate launches"
+    ]
+    assert not sweep.exists()

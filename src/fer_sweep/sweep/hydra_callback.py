@@ -6,7 +6,9 @@ the exit status see all jobs, including those that ran in worker processes.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,59 @@ from fer_sweep.sweep.summary import write_summary
 log = logging.getLogger(__name__)
 
 
+def shared_job_folder(config: DictConfig) -> str | None:
+    """Two jobs of this sweep that would get the same folder, as a one-line message; else None.
+
+    Job folders are named by their overrides minus ``hydra.job.config.override_dirname.exclude_keys``
+    (``threads``, ``trainer``, launcher, data paths, ...), so a sweep over only such keys
+    (``-m threads=1,2``) would put all its jobs in one folder: the second would find the first's
+    results and skip, or be refused by its lock.  Only the basic sweeper's discrete sweeps
+    (``a=1,2``, ``range``, ``choice``) are expanded here, the same way it expands them.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweeper = config.hydra.sweeper
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
+    parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+    choices: dict[str, list[tuple[str, str]]] = {}  # key -> [(key_or_group, input line)], later wins
+    for override in parsed:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            choices[key] = [(override.key_or_group, f"{key}={override.get_value_element_as_str()}")]
+        elif override.is_discrete_sweep():
+            choices[key] = [(override.key_or_group, f"{key}={v}") for v in override.sweep_string_iterator()]
+        else:
+            return None  # an interval sweep: not the basic sweeper's (it refuses it itself)
+    naming = config.hydra.job.config.override_dirname
+    excluded = set(naming.exclude_keys)
+    seen: dict[str, dict[str, str]] = {}
+    for job in itertools.product(*choices.values()):
+        lines = sorted(line for key, line in job if key not in excluded)
+        name = re.sub("=", naming.kv_sep, naming.item_sep.join(lines))
+        values = {line.split("=", 1)[0]: line for _, line in job}
+        if name in seen:
+            first = seen[name]
+            differ = [k for k in values if values[k] != first.get(k)]
+            if not differ:
+                return f"this sweep lists the job '{name or '(no overrides)'}' twice: each value once, please"
+            return (f"two jobs of this sweep ({', '.join(first[k] for k in differ)} and "
+                    f"{', '.join(values[k] for k in differ)}) would share the folder "
+                    f"'{name or '(no overrides)'}': {', '.join(differ)} is left out of job folder names "
+                    "(hydra.job.config.override_dirname.exclude_keys); sweep it in separate launches")
+        seen[name] = values
+    return None
+
+
 class SweepBookkeeping(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a sweep two of whose jobs would share a folder, before any job runs."""
+        clash = shared_job_folder(config)
+        if clash is not None:
+            print(f"fer_sweep: {clash}", file=sys.stderr)
+            sys.exit(1)
+
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a single run whose folder another live process is writing, before Hydra saves its
         ``.hydra/`` files and log there (the job's own lock, in :func:`fer_sweep.train.run`, comes
