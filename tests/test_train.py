@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -323,3 +324,17 @@ def test_training_keeps_weights_out_of_the_subnormal_range(fer_root, tmp_path):
     for k, v in ends["kept"].items():
         if v.is_floating_point():
             torch.testing.assert_close(ends["flushed"][k], v, atol=1e-6, rtol=1e-5, msg=k)
+
+
+def test_extending_a_finished_cosine_run_follows_the_new_length(fer_root, tmp_path):
+    """2 epochs, then the same run with trainer.max_epochs=3 and =6: cosine's T_max follows, and the
+    rate continues on the new curve (not cycling back up with the saved T_max, nor stuck at 0)."""
+    out = tmp_path / "run"
+    for epochs in (2, 3, 6):
+        proc = run_cli([f"trainer.max_epochs={epochs}", "data.subset=0.01", "trainer.accelerator=cpu", "scheduler=cosine",
+                        "optimizer.lr=0.001", *QUIET, f"hydra.run.dir={out}"])
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    lrs = [float(r["lr"]) for r in _metrics(out)]
+    cosine = lambda e, t: 0.001 * (1 + math.cos(math.pi * e / t)) / 2  # noqa: E731  (rate during epoch e+1)
+    expected = [cosine(0, 2), cosine(1, 2), cosine(2, 3), cosine(3, 6), cosine(4, 6), cosine(5, 6)]
+    assert lrs == pytest.approx(expected, rel=1e-4, abs=1e-9)

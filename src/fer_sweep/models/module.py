@@ -227,3 +227,39 @@ class FERClassifier(DrawnSeed, pl.LightningModule):
         if self.seed is None and drawn is not None:
             self._drawn_seed = int(drawn)
         self.resumed_from_epoch = int(checkpoint.get("epoch", -1)) + 1  # read by train.run for results.json
+        self._apply_new_schedule_length(checkpoint)
+
+    def _apply_new_schedule_length(self, checkpoint: dict) -> None:
+        """A run resumed with other schedule settings (``trainer.max_epochs=200`` after 100, so
+        cosine's ``T_max`` 100 -> 200) continues on the new schedule, not the saved one.
+
+        Lightning restores the scheduler's saved state, settings included, and the chainable
+        schedulers step from the optimizer's present rate: a finished cosine run (rate 0) extended
+        with the old ``T_max`` would cycle back up, and with only ``T_max`` replaced would stay at 0.
+        So the settings the config sets (the constructor's arguments) are taken from the config,
+        and the rate is set to the new schedule's closed form at the saved epoch.
+        """
+        import inspect
+
+        cfg = self.scheduler_cfg or {}
+        states = checkpoint.get("lr_schedulers") or []
+        if cfg.get("partial") is None or len(states) != 1 or not checkpoint.get("optimizer_states"):
+            return
+        saved, groups = states[0], checkpoint["optimizer_states"][0]["param_groups"]
+        base_lrs = saved.get("base_lrs") or [g.get("initial_lr", g["lr"]) for g in groups]
+        probe = torch.optim.SGD([{"params": [torch.zeros(1)], "lr": lr, "initial_lr": lr} for lr in base_lrs], lr=base_lrs[0])
+        fresh = cfg["partial"](optimizer=probe).state_dict()
+        names = set(inspect.signature(type(cfg["partial"](optimizer=probe)).__init__).parameters) - {"self", "optimizer", "last_epoch", "verbose"}
+        changed = [k for k in names if k in saved and k in fresh and saved[k] != fresh[k]]
+        if not changed:
+            return
+        for k in changed:
+            log.info("resumed run: scheduler %s %s -> %s (from the config)", k, saved[k], fresh[k])
+            saved[k] = fresh[k]
+        sched = cfg["partial"](optimizer=probe)
+        sched.load_state_dict(saved)
+        closed_form = getattr(sched, "_get_closed_form_lr", None)
+        if closed_form is not None and len(groups) == len(base_lrs):
+            for group, lr in zip(groups, closed_form()):
+                group["lr"] = lr
+            saved["_last_lr"] = [g["lr"] for g in groups]
