@@ -1,6 +1,10 @@
 """Deep-Emotion and the VGG network: sizes, shapes, the identity attention, train/eval dropout."""
 
+from pathlib import Path
+
 import torch
+
+import fer_sweep.weights
 
 from fer_sweep.models.deep_emotion import DeepEmotion
 from fer_sweep.models.registry import build_net, load_checkpoint
@@ -45,3 +49,28 @@ def test_checkpoint_roundtrip_is_weights_only(tmp_path):
     loaded, names, _ = load_checkpoint(path)
     x = torch.rand(3, 1, 48, 48)
     assert torch.allclose(loaded(x), net.eval()(x))
+
+
+def test_unloadable_files_get_one_line_without_torch_advice(tmp_path):
+    """A truncated checkpoint, a text file and a pickle of objects: one line naming the file and what
+    is expected, never torch's advice to rerun with weights_only=False nor a sentence cut short."""
+    import pickle
+
+    import pytest
+
+    from fer_sweep.models.registry import CheckpointError
+
+    shipped = Path(fer_sweep.weights.__file__).parent / "deep_emotion.pt"
+    half = tmp_path / "half.pt"
+    half.write_bytes(shipped.read_bytes()[:100_000])
+    text = tmp_path / "notes.pt"
+    text.write_text("hello\n")
+    objects = tmp_path / "objects.pt"
+    objects.write_bytes(pickle.dumps({"fer_sweep": {"net": {"name": "deep_emotion"}}, "x": Path("/")}))
+    for path, why in ((half, "truncated"), (text, "another kind of file"), (objects, "safe loading")):
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint(path)
+        msg = str(info.value)
+        assert msg.startswith(f"{path}: not a loadable PyTorch checkpoint (") and why in msg, msg
+        assert msg.endswith("expected a .ckpt or .pt file written by fer_sweep") and "\n" not in msg
+        assert "weights_only` set to `False" not in msg

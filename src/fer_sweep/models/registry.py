@@ -56,6 +56,15 @@ def _binds(cls: type, kwargs: dict) -> bool:
     return True
 
 
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in a few words.  Its own messages run to
+    paragraphs, get cut mid-sentence, and advise turning the safe loading off, which we never do."""
+    text = str(exc)
+    if "weights_only" in text or "Unsupported global" in text or "UnpicklingError" in type(exc).__name__:
+        return "it is not a torch.save file of tensors, or holds Python objects that safe loading (weights_only=True) refuses"
+    return f"not a complete torch.save archive: truncated or another kind of file; {type(exc).__name__}"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, list[str], dict]:
     """Rebuild the network of a fer_sweep checkpoint (Lightning ``.ckpt`` or shipped ``.pt``).
 
@@ -67,7 +76,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({str(exc).splitlines()[0][:200]})") from None
+        raise CheckpointError(f"{path}: not a loadable PyTorch checkpoint ({_load_failure(exc)}); "
+                              "expected a .ckpt or .pt file written by fer_sweep") from None
     meta = ckpt.get("fer_sweep") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "net" not in meta:
         raise CheckpointError(f"{path}: not a fer_sweep checkpoint (no 'fer_sweep' network description); expected a file written by fer_sweep training")
