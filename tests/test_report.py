@@ -355,6 +355,19 @@ def test_unknown_group_by_key_exit_2(sweep, capsys):
     assert not (sweep / "report").exists()
 
 
+@pytest.mark.parametrize("where", ["a_file", "under_a_file"])
+def test_unwritable_out_exit_2_with_one_line(sweep, tmp_path, capsys, where):
+    from fer_sweep.plot.__main__ import main
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me\n")
+    out = blocker if where == "a_file" else blocker / "report"
+    assert main([str(sweep), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fer-sweep-plot: error: --out {out}: ") and "expected a folder" in err, err
+    assert blocker.read_text() == "keep me\n"
+
+
 def test_bad_folder_among_good_ones_via_python_m(sweep, tmp_path):
     missing = tmp_path / "nope"
     proc = subprocess.run([sys.executable, "-m", "fer_sweep.plot", str(sweep), str(missing)], capture_output=True, text=True, timeout=120)

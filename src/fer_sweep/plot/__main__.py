@@ -33,6 +33,21 @@ def _bad(msg: str) -> int:
     return EXIT_BAD_INPUT
 
 
+def _unwritable(out: Path) -> str | None:
+    """Why the report cannot go to ``out`` (checked before the analysis), or None."""
+    import tempfile
+
+    if out.exists() and not out.is_dir():
+        return "is a file, not a folder"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write_probe_"):
+            pass
+    except OSError as exc:
+        return f"cannot be created or written ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from fer_sweep.sweep.collect import Job, collect
@@ -60,8 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     from fer_sweep.plot.report import analyse, failed_lines, unfinished_lines, write_report
 
     out = args.out or args.sweeps[0] / "report"
+    unwritable = _unwritable(out)
+    if unwritable:
+        return _bad(f"--out {out}: {unwritable}; expected a folder that can be created and written to")
     analysis = analyse(jobs, group_by=args.group_by, sources=args.sweeps)
-    files = write_report(analysis, out)
+    try:
+        files = write_report(analysis, out)
+    except OSError as exc:
+        return _bad(f"--out {out}: writing the report failed ({exc.strerror or exc}); expected a writable folder with free space")
 
     a = analysis
     print(f"fer-sweep-plot: {len(a.jobs)} jobs in {len(args.sweeps)} sweep folder(s), grouped by {a.group_name}: "
