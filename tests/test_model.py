@@ -74,3 +74,16 @@ def test_unloadable_files_get_one_line_without_torch_advice(tmp_path):
         assert msg.startswith(f"{path}: not a loadable PyTorch checkpoint (") and why in msg, msg
         assert msg.endswith("expected a .ckpt or .pt file written by fer_sweep") and "\n" not in msg
         assert "weights_only` set to `False" not in msg
+
+
+def test_export_to_an_unwritable_path_is_one_line(tmp_path, capsys):
+    from fer_sweep.models.export import main
+
+    shipped = Path(fer_sweep.weights.__file__).parent / "deep_emotion.pt"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("keep me\n")
+    assert main([str(shipped), str(blocker / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"fer_sweep.models.export: {blocker / 'x.pt'}: cannot write"), err
+    assert blocker.read_text() == "keep me\n"
+    assert main([str(shipped), str(tmp_path / "ok.pt")]) == 0 and (tmp_path / "ok.pt").is_file()

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     except CheckpointError as exc:
         print(f"fer_sweep.models.export: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the output path: a file where a folder should be, no permission, disk full
+        print(f"fer_sweep.models.export: {args.out}: cannot write the weights file ({exc.strerror or type(exc).__name__}); "
+              "expected a path where a file can be written", file=sys.stderr)
+        return 2
     print(f"{args.out} sha256={digest}")
     return 0
 
