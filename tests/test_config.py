@@ -74,7 +74,7 @@ def test_seed_null_leaves_rng_alone():
 @pytest.mark.parametrize("override", ["optimizer.lr=0", "optimizer.lr=-0.1", "optimizer.lr=abc", "optimizer.lr=nan", "trainer.max_epochs=0",
                                       "trainer.max_epochs=1.5", "trainer.max_epochs=true", "data.batch_size=0", "data.batch_size=abc",
                                       "data.eval_batch_size=0", "data.num_classes=5", "seed=true", "seed=abc", "seed=1.5", "threads=0",
-                                      "threads=-2", "model.label_smoothing=1.5", "model.label_smoothing=abc"])
+                                      "threads=-2", "threads=100000", "model.label_smoothing=1.5", "model.label_smoothing=abc"])
 def test_invalid_values_are_rejected_before_training(override):
     """Each bad value fails in one line that starts with the key=value given and says what is expected."""
     cfg = compose_cfg([override])

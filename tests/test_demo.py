@@ -642,17 +642,21 @@ def test_bad_detector_options(tmp_path, capsys, ckpt, grace):
     assert_one_line_error(rc, err, "--detector-model")
     rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--min-face", "-3")
     assert_one_line_error(rc, err, "min_face=-3")
+    rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--min-face", "nan")
+    assert_one_line_error(rc, err, "min_face=nan", "expected a positive size")
     rc, _, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--detector", "full", "--min-face", "40")
     assert_one_line_error(rc, err, "takes no option min_face")
 
 
 @pytest.mark.parametrize("args, fragments", [
-    (["--margin", "-1"], ["--margin -1:", "expected a fraction >= 0"]),
-    (["--margin", "-0.02"], ["--margin -0.02:", "expected a fraction >= 0"]),  # would silently shrink the crop
-    (["--margin", "nan"], ["--margin nan:", "expected a fraction >= 0"]),
+    (["--margin", "-1"], ["--margin -1:", "expected a fraction from 0 to 10"]),
+    (["--margin", "-0.02"], ["--margin -0.02:", "expected a fraction from 0 to 10"]),  # would silently shrink the crop
+    (["--margin", "nan"], ["--margin nan:", "expected a fraction from 0 to 10"]),
+    (["--margin", "1e9"], ["--margin 1e+09:", "expected a fraction from 0 to 10"]),  # overflowed OpenCV's border
     (["--margin", "0.1", "--detector", "full"], ["--margin 0.1:", "not used with --detector full"]),
-    (["--threads", "0"], ["--threads 0:", "expected a positive number"]),
-    (["--threads", "-3"], ["--threads -3:", "expected a positive number"]),
+    (["--threads", "0"], ["--threads 0:", "expected a number of CPU threads from 1 to 1024"]),
+    (["--threads", "-3"], ["--threads -3:", "expected a number of CPU threads from 1 to 1024"]),
+    (["--threads", "100000"], ["--threads 100000:", "from 1 to 1024"]),  # OpenMP segfaulted
 ])
 def test_bad_margin_and_threads(tmp_path, capsys, ckpt, grace, args, fragments):
     """Not silently clamped or passed on to OpenCV: one line naming the option, the value and what is expected."""
@@ -665,8 +669,10 @@ def test_margin_zero_is_accepted_and_predictor_rejects_negative_margins(tmp_path
     cv2.imwrite(str(tmp_path / "g.jpg"), grace)
     rc, out, err = run_main(capsys, tmp_path / "g.jpg", "--ckpt", ckpt, "--no-show", "--margin", "0", "--threads", "1")
     assert rc == 0 and err == "" and out.startswith("g.jpg: ")
-    with pytest.raises(DemoError, match="margin=-0.5: expected a fraction >= 0"):
+    with pytest.raises(DemoError, match="margin=-0.5: expected a fraction from 0 to 10"):
         Predictor.from_checkpoint(ckpt, margin=-0.5)
+    with pytest.raises(DemoError, match="margin=1000.0: expected a fraction from 0 to 10"):
+        Predictor.from_checkpoint(ckpt, margin=1000.0)
 
 
 def test_open_source_kinds(tmp_path, grace):

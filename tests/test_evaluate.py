@@ -587,6 +587,7 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
     (["ckpt=CKPT", "tta=fivecrop"], ["tta=fivecrop", "tencrop"]),
     (["ckpt=CKPT", "colour=red"], ["colour=red", "key=value"]),
     (["ckpt=CKPT", "batch_size=0"], ["batch_size=0"]),
+    (["ckpt=CKPT", "threads=100000"], ["threads=100000", "from 1 to 1024"]),
     (["split=PrivateTest"], ["ckpt="]),
     (["ckpt=CKPT", "data.root=NOWHERE"], ["FER2013 not found"]),
     (["ckpt=CKPT", "data.root=UNPREFIXED", "split=PrivateTest"], ["no PrivateTest images", "split=Test"]),

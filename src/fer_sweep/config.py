@@ -12,6 +12,8 @@ import secrets
 
 from omegaconf import DictConfig, OmegaConf
 
+from fer_sweep.cpu import MAX_THREADS
+
 CONFIG_PATH = "pkg://fer_sweep.conf"
 CONFIG_NAME = "train"
 RUN_ID_ENV = "FER_SWEEP_RUN_ID"
@@ -63,7 +65,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("seed") is not None:
         _number("seed", cfg.seed, int, lambda v: True, "an integer or null")
     if cfg.get("threads") is not None:
-        _number("threads", cfg.threads, int, lambda v: v >= 1, "a positive number of CPU threads, or null for PyTorch's default")
+        _number("threads", cfg.threads, int, lambda v: 1 <= v <= MAX_THREADS, f"a number of CPU threads from 1 to {MAX_THREADS}, or null for PyTorch's default")
     _number("model.label_smoothing", cfg.model.get("label_smoothing", 0.0), float, lambda v: 0.0 <= v < 1.0, "a value in [0, 1)")
     validate_teacher(cfg)
 

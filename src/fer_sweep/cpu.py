@@ -11,6 +11,11 @@ import threading
 from typing import Any, Callable, Iterable, Sequence
 
 
+MAX_THREADS = 1024
+"""The most CPU threads a ``threads`` setting may ask for: OpenMP crashes (segfault) when asked for
+~100,000, and no machine this runs on has more than a few hundred cores."""
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_model() -> str:
     """The processor's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`),

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fer_sweep.cpu import MAX_THREADS
 from fer_sweep.io import file_sha256
 
 PROG = "fer_sweep.evaluate"
@@ -75,6 +76,8 @@ def parse_args(argv: Sequence[str]) -> dict[str, Any]:
                 raise EvaluateError(f"{key}={args[key]}; expected a positive integer") from None
             if args[key] < 1:
                 raise EvaluateError(f"{key}={args[key]}; expected a positive integer")
+            if key == "threads" and args[key] > MAX_THREADS:
+                raise EvaluateError(f"threads={args[key]}; expected a number of CPU threads from 1 to {MAX_THREADS}")
     if isinstance(args["optimise"], str):
         flag = args["optimise"].lower()
         if flag not in ("true", "false", "1", "0", "yes", "no"):

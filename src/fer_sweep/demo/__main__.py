@@ -5,7 +5,6 @@ a video, an image or a folder of images.  Exit codes: 0 done (also when stopped 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import traceback
 
@@ -78,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     from fer_sweep.demo.detectors import make_detector
     from fer_sweep.demo.errors import DemoError, one_line
     from fer_sweep.demo.pipeline import run
-    from fer_sweep.demo.predictor import DEFAULT_MARGIN, Predictor
+    from fer_sweep.cpu import MAX_THREADS
+    from fer_sweep.demo.predictor import DEFAULT_MARGIN, MAX_MARGIN, Predictor
 
     if not args.verbose:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # one-line errors, no OpenCV/FFmpeg chatter
@@ -97,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             raise DemoError(f"--classify-every {args.classify_every}: expected a positive number")
         if not 0 <= args.smooth <= 1:
             raise DemoError(f"--smooth {args.smooth}: expected a weight between 0 and 1")
-        if args.margin is not None and not 0 <= args.margin < math.inf:  # -1 or less would crash OpenCV's crop
-            raise DemoError(f"--margin {args.margin:g}: expected a fraction >= 0 of the face box (e.g. {DEFAULT_MARGIN})")
-        if args.threads is not None and args.threads < 1:
-            raise DemoError(f"--threads {args.threads}: expected a positive number of CPU threads")
+        if args.margin is not None and not 0 <= args.margin <= MAX_MARGIN:  # -1 or less, or huge, would crash OpenCV's crop
+            raise DemoError(f"--margin {args.margin:g}: expected a fraction from 0 to {MAX_MARGIN:g} of the face box (e.g. {DEFAULT_MARGIN})")
+        if args.threads is not None and not 1 <= args.threads <= MAX_THREADS:
+            raise DemoError(f"--threads {args.threads}: expected a number of CPU threads from 1 to {MAX_THREADS}")
         torch.set_num_threads(args.threads or 1)
         detector = make_detector(args.detector, model=args.detector_model, min_face=args.min_face)
         if args.margin is not None and getattr(detector, "crop_margin", None) not in (None, args.margin):

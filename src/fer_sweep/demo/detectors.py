@@ -25,6 +25,7 @@ has the detector's smallest usable size: that is what makes ``haar`` real-time o
 from __future__ import annotations
 
 import inspect
+import math
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -102,7 +103,7 @@ def make_detector(name: str = DEFAULT_DETECTOR, **options: Any) -> FaceDetector:
 
 def min_face_pixels(min_face: float, shape: tuple[int, ...]) -> float:
     """``min_face`` in pixels for an image of ``shape``: values < 1 are a fraction of its shorter side."""
-    if min_face <= 0:
+    if not 0 < min_face < math.inf:  # nan and inf too
         raise DemoError(f"min_face={min_face}: expected a positive size (pixels, or a fraction < 1 of the shorter side)")
     return float(min_face) * min(shape[:2]) if min_face < 1 else float(min_face)
 

@@ -9,7 +9,6 @@ to what ``python -m fer_sweep.evaluate`` feeds the network.
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +30,9 @@ DEFAULT_MARGIN = 0.05
 frames come out about 4% smaller than the FER2013 crop itself (median 154 px for a 160 px face), so
 this makes live crops frame the face as the training images do.  Not used for the ``full``
 detector, whose box is already the face crop (its ``crop_margin`` is 0)."""
+MAX_MARGIN = 10.0
+"""The largest ``--margin``: ten face widths each side is already the whole frame; far larger ones
+overflow OpenCV's border padding."""
 
 
 def default_model_path(directory: str | os.PathLike | None = None) -> Path:
@@ -59,8 +61,8 @@ class Predictor:
         self.eager = self.net
         self.class_names = tuple(class_names)
         self.margin = float(margin)
-        if not 0 <= self.margin < math.inf:  # a negative one shrinks the crop, -1 or less crashes OpenCV
-            raise DemoError(f"margin={margin}: expected a fraction >= 0 of the face box (e.g. {DEFAULT_MARGIN})")
+        if not 0 <= self.margin <= MAX_MARGIN:  # a negative one shrinks the crop, -1 or less or a huge one crashes OpenCV
+            raise DemoError(f"margin={margin}: expected a fraction from 0 to {MAX_MARGIN:g} of the face box (e.g. {DEFAULT_MARGIN})")
         self.source = source
         self.optimised = False
         self._check()
