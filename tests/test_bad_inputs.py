@@ -499,3 +499,32 @@ def test_val_label_on_the_real_copy_is_publictest(fer_root, tmp_path):
     write_job(sweep, "seed=0", data={"root": fer_root, "split": "official"})
     write_job(sweep, "seed=1", data={"root": fer_root, "split": "official"})
     assert val_source(collect(sweep)) == "PublicTest"
+
+
+# --------------------------------------------------------------------------- 6. a reader that goes away
+
+@pytest.mark.parametrize("argv", [
+    ["fer_sweep.data", "--json", "--no-cache", "CSV"],
+    ["fer_sweep.evaluate", "--help"],
+    ["fer_sweep.plot", "SWEEP", "--out", "REPORT"],
+    ["fer_sweep.demo", "IMAGE", "--no-show"],
+])
+def test_closed_stdout_ends_quietly(tmp_path, argv):
+    """``... | head -1``: the reader has gone before anything is written; the command stops with
+    status 141 (as ``cat`` would) and writes nothing to stderr, where it used to print a traceback."""
+    import cv2
+
+    from fer_sweep.sweep.synthetic import make_synthetic_sweep
+
+    subs = {"CSV": synthetic_csv(tmp_path / "fer2013.csv"), "REPORT": tmp_path / "report", "IMAGE": tmp_path / "grey.png"}
+    if "SWEEP" in argv:
+        subs["SWEEP"] = make_synthetic_sweep(tmp_path / "sweep", schedulers=("step", "cosine"), seeds=range(2), max_epochs=3)
+    cv2.imwrite(str(subs["IMAGE"]), np.full((96, 96), 128, np.uint8))
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command starts: every write to stdout fails with EPIPE
+    try:
+        r = subprocess.run([sys.executable, "-m", *[str(subs.get(a, a)) for a in argv]],
+                           stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert (r.returncode, r.stderr) == (141, "")

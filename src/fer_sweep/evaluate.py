@@ -33,6 +33,7 @@ import numpy as np
 
 from fer_sweep.cpu import MAX_THREADS
 from fer_sweep.io import file_sha256
+from fer_sweep.cli import stops_quietly_when_output_closes
 
 PROG = "fer_sweep.evaluate"
 SPLITS: tuple[str, ...] = ("PrivateTest", "PublicTest", "Training", "Test")
@@ -254,6 +255,7 @@ def _os_error_line(exc: OSError) -> str:
     return " ".join(f"{where}: {exc.strerror or exc}; expected a readable file or folder (checkpoint, FER2013 copy, cache)".split())
 
 
+@stops_quietly_when_output_closes
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):

@@ -23,6 +23,7 @@ from fer_sweep.data.cache import load_fer2013
 from fer_sweep.data.classes import CLASS_NAMES, PRIVATE_TEST, PUBLIC_TEST, TRAINING, UNSPLIT_TEST, USAGES
 from fer_sweep.data.errors import OBTAIN_HINT, FER2013Error
 from fer_sweep.data.readers import RawFER, detect_layout, read_raw
+from fer_sweep.cli import stops_quietly_when_output_closes
 
 KAGGLE_DATASET = "msambare/fer2013"
 """The Kaggle image-folder edition (train/<class>/Training_*.jpg, test/<class>/P*Test_*.jpg)."""
@@ -132,6 +133,7 @@ def resolve_root(args: argparse.Namespace) -> str:
     return root
 
 
+@stops_quietly_when_output_closes
 def main(argv: list[str] | None = None) -> int:
     """Print the summary; on bad input print one line to stderr and return 2."""
     args = parse_args(argv)

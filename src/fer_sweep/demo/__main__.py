@@ -8,6 +8,8 @@ import argparse
 import sys
 import traceback
 
+from fer_sweep.cli import stops_quietly_when_output_closes
+
 PROG = "fer-sweep-demo"
 
 EPILOG = """examples:
@@ -64,6 +66,7 @@ def _fmt(result) -> str:
                      for lab, conf, (x, y, w, h) in zip(result.labels, result.confidences, result.boxes))
 
 
+@stops_quietly_when_output_closes
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before the first frame (while loading); later ones end the run normally
         err("interrupted")
         return 130
+    except BrokenPipeError:  # stdout closed (| head): stop quietly, see fer_sweep.cli
+        raise
     except Exception as exc:  # a bug, not bad input: still one line unless --verbose
         if args.verbose:
             traceback.print_exc()

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from fer_sweep.cli import stops_quietly_when_output_closes
+
 EXIT_BAD_INPUT = 2
 
 
@@ -48,6 +50,7 @@ def _unwritable(out: Path) -> str | None:
     return None
 
 
+@stops_quietly_when_output_closes
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from fer_sweep.sweep.collect import Job, collect
