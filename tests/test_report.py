@@ -368,6 +368,18 @@ def test_unwritable_out_exit_2_with_one_line(sweep, tmp_path, capsys, where):
     assert blocker.read_text() == "keep me\n"
 
 
+def test_a_sweep_whose_every_job_failed_is_reported_with_exit_1(tmp_path, capsys):
+    """The report lists why each job failed, but a status of 0 would tell a script all is well."""
+    from fer_sweep.plot.__main__ import main
+
+    folder = make_synthetic_sweep(tmp_path / "syn", schedulers=("cosine",), seeds=(0,), max_epochs=3)
+    (folder / "scheduler=cosine,seed=0" / "results.json").write_text("garbage\n")
+    assert main([str(folder), "--out", str(tmp_path / "out")]) == 1
+    out, err = capsys.readouterr()
+    assert "0 completed, 0 unfinished, 1 failed" in out and "not valid JSON" in (tmp_path / "out" / "report.md").read_text()
+    assert err.count("\n") == 1 and "none of the 1 jobs has results or a curve to compare (1 failed" in err, err
+
+
 def test_bad_folder_among_good_ones_via_python_m(sweep, tmp_path):
     missing = tmp_path / "nope"
     proc = subprocess.run([sys.executable, "-m", "fer_sweep.plot", str(sweep), str(missing)], capture_output=True, text=True, timeout=120)

@@ -3,7 +3,9 @@
 Collects the jobs of the sweep folders (finished, still running or with failed jobs), and writes
 the report (figures as PNG and PDF, tables as Markdown and CSV, ``report.md``) to ``--out``,
 by default ``<first sweep folder>/report``.  Exit status 0 when the report was written (even if
-jobs failed: they are listed), 2 on bad input (a folder that is missing or holds no jobs).
+jobs failed: they are listed), 1 when it was written but no job has a result or a curve to
+compare (every job failed: the report says why), 2 on bad input (a folder that is missing or
+holds no jobs).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from fer_sweep.cli import stops_quietly_when_output_closes
 
+EXIT_NOTHING_TO_COMPARE = 1
 EXIT_BAD_INPUT = 2
 
 
@@ -100,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         for c in a.comparisons:
             print(f"  {c.sentence}")
     print(f"report: {files['report']}")
+    if not a.completed and not a.unfinished:  # a report of failures only: say so, in the status too
+        print(f"fer-sweep-plot: error: none of the {len(a.jobs)} jobs has results or a curve to compare "
+              f"({len(a.failed)} failed: see {files['report']}); expected at least one completed or running job", file=sys.stderr)
+        return EXIT_NOTHING_TO_COMPARE
     return 0
 
 
