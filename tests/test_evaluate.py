@@ -581,6 +581,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, fragments", [
     (["ckpt=MISSING"], ["missing.pt", "no such checkpoint"]),
+    (["ckpt=FOLDER"], ["emptydir: is a folder; expected a checkpoint file (.pt or .ckpt)"]),
+    (["ckpt=RUNDIR"], ["run: is a folder; expected a checkpoint file such as", "run/checkpoints/best.ckpt"]),
     (["ckpt=TEXT"], ["notes.txt", "not a loadable PyTorch checkpoint"]),
     (["ckpt=FOREIGN"], ["foreign.pt", "not a fer_sweep checkpoint"]),
     (["ckpt=CKPT", "split=Validation"], ["split=Validation", "PrivateTest"]),
@@ -597,8 +599,10 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, monkeypatch, args, fr
     monkeypatch.setenv("FER_SWEEP_CACHE", str(tmp_path / "cache"))
     (tmp_path / "notes.txt").write_text("not a checkpoint\n")
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    (tmp_path / "emptydir").mkdir()
+    save_checkpoint(tmp_path / "run" / "checkpoints" / "best.ckpt", lightning=True)
     subs = {"MISSING": str(tmp_path / "missing.pt"), "TEXT": str(tmp_path / "notes.txt"), "FOREIGN": str(tmp_path / "foreign.pt"),
-            "CKPT": str(save_checkpoint(tmp_path / "tiny.pt")), "NOWHERE": str(tmp_path / "nowhere"),
+            "CKPT": str(save_checkpoint(tmp_path / "tiny.pt")), "FOLDER": str(tmp_path / "emptydir"), "RUNDIR": str(tmp_path / "run"), "NOWHERE": str(tmp_path / "nowhere"),
             "UNPREFIXED": str(unprefixed_copy(tmp_path / "unprefixed")), "CSV": str(synthetic_csv(tmp_path / "fer2013.csv"))}
     argv = [a.split("=", 1)[0] + "=" + subs.get(a.split("=", 1)[1], a.split("=", 1)[1]) for a in args]
     rc = ev.main(argv)

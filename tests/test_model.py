@@ -76,6 +76,24 @@ def test_unloadable_files_get_one_line_without_torch_advice(tmp_path):
         assert "weights_only` set to `False" not in msg
 
 
+def test_a_folder_given_as_checkpoint_says_so(tmp_path):
+    """Was "no such checkpoint file" for a folder that plainly exists; a run folder gets its checkpoint named."""
+    import pytest
+
+    from fer_sweep.models.registry import CheckpointError
+    from fer_sweep.weights import resolve_model
+
+    with pytest.raises(CheckpointError, match=r"is a folder; expected a checkpoint file \(\.pt or \.ckpt\)$"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^ckpt=.*: is a folder; expected a checkpoint file \(\.pt or \.ckpt\) or a shipped model name$"):
+        resolve_model(tmp_path)
+    best = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match=f"^init_weights={tmp_path / 'run'}: is a folder; expected a checkpoint file such as {best}$"):
+        resolve_model(tmp_path / "run", key="init_weights")
+
+
 def test_export_to_an_unwritable_path_is_one_line(tmp_path, capsys):
     from fer_sweep.models.export import main
 

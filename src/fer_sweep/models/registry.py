@@ -71,6 +71,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     Returns ``(net in eval mode, class names, the checkpoint's fer_sweep metadata)``.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder; expected a checkpoint file (.pt or .ckpt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:

@@ -55,6 +55,10 @@ def resolve_model(spec: str | os.PathLike, directory: str | os.PathLike | None =
         if path.parent.name == "checkpoints" and path.parent.parent.name:
             name = f"{path.parent.parent.name}-{name}"
         return path, name
+    if path.is_dir():  # a run folder, most likely: point at its checkpoint
+        inside = next((p for p in (path / "checkpoints" / "best.ckpt", path / "best.ckpt") if p.is_file()), None)
+        hint = f" such as {inside}" if inside else " (.pt or .ckpt) or a shipped model name"
+        raise FileNotFoundError(f"{key}={text}: is a folder; expected a checkpoint file{hint}")
     found = shipped_models(directory)
     if text == DEFAULT_ALIAS:
         chosen = default_model(directory)
