@@ -556,6 +556,21 @@ def test_unreadable_video(tmp_path, capsys, ckpt):
     assert_one_line_error(rc, err, "clip.mp4", "not a readable video")
 
 
+def test_truncated_mp4_is_one_line_without_ffmpeg_chatter(tmp_path, ckpt):
+    """In a subprocess, because FFmpeg writes to the C-level stderr: its "moov atom not found" came
+    out before our own line."""
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 10, (96, 96))
+    for i in range(20):
+        writer.write(np.full((96, 96, 3), 10 * i, np.uint8))
+    writer.release()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # mp4v puts its index (moov) at the end
+    proc = subprocess.run([sys.executable, "-m", "fer_sweep.demo", str(cut), "--ckpt", str(ckpt), "--no-show"],
+                          capture_output=True, text=True, timeout=300)
+    assert_one_line_error(proc.returncode, proc.stderr, "cut.mp4", "not a readable video")
+
+
 @pytest.mark.data
 def test_truncated_video_keeps_what_was_processed(tmp_path, capsys, ckpt, fer_faces):
     full = tmp_path / "full.avi"

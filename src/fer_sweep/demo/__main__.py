@@ -5,6 +5,7 @@ a video, an image or a folder of images.  Exit codes: 0 done (also when stopped 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -85,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.verbose:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # one-line errors, no OpenCV/FFmpeg chatter
+        # FFmpeg logs its own errors ("moov atom not found") straight to stderr; OpenCV reads this when it
+        # first opens a video, so it still works after `import cv2`.  -8 is AV_LOG_QUIET; a user's value wins.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
     def err(msg: str) -> None:
         print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
