@@ -26,6 +26,7 @@ from fer_sweep.callbacks import StartAfresh
 from fer_sweep.cpu import tune_allocator
 from fer_sweep.io import atomic_write_text, file_sha256
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
+from fer_sweep.data.errors import FER2013Error
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
 from fer_sweep.results import best_epoch, read_results, write_results
@@ -157,6 +158,9 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         results = _fit_and_test(cfg, out_dir, results)
     except ConfigError as exc:
         log.error("invalid configuration: %s", exc)
+        results.update(status="failed", error=str(exc))
+    except FER2013Error as exc:  # bad input, like a bad setting: its one line, no class name, no traceback
+        log.error("data: %s", exc)
         results.update(status="failed", error=str(exc))
     except DivergedError as exc:
         log.error("run diverged: %s", exc)
