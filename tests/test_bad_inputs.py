@@ -334,7 +334,7 @@ def test_a_damaged_job_is_reported_unreadable_and_the_report_of_the_others_is_wr
     line = next(line for line in out.splitlines() if line.startswith("failed: "))
     assert bad.name in line and "unreadable" in line
     report = (sweep / "report" / "report.md").read_text()
-    assert "## Failed jobs" in report and "unreadable" in report and str(bad) in report
+    assert "## Failed and diverged jobs" in report and "unreadable" in report and str(bad) in report
 
 
 @pytest.mark.parametrize("text, what", [("[1, 2]", "a JSON array"), ('"completed"', "a JSON string"), ("null", "a JSON null"), ('{"status": "comp', "not valid JSON")])

@@ -7,6 +7,7 @@ Job folders are written the way fer_sweep writes them: ``results.json`` with
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import statistics
@@ -20,6 +21,8 @@ from scipy import stats as sps
 
 from fer_sweep.callbacks import history_to_csv
 from fer_sweep.io import atomic_write_text
+from fer_sweep.plot import tables as T
+from fer_sweep.plot.report import analyse, report_markdown
 from fer_sweep.results import best_epoch, write_results
 from fer_sweep.sweep import stats
 from fer_sweep.sweep.collect import collect
@@ -284,7 +287,7 @@ def test_plot_command_writes_every_figure_and_table(sweep, capsys):
     report = (out / "report.md").read_text()
     for stem in FIGURE_STEMS:
         assert f"](figures/{stem}.png)" in report
-    assert "## Failed jobs" in report and "scheduler=step,seed=5 (failed, epoch 3/60): RuntimeError: CUDA out of memory" in report
+    assert "## Failed and diverged jobs" in report and "scheduler=step,seed=5 (failed, epoch 3/60): RuntimeError: CUDA out of memory" in report
     assert "## Unfinished jobs" in report and "scheduler=cosine,seed=5 (running, epoch 12/60, last written 0 min ago)" in report
     assert "cosine beats step on PrivateTest accuracy" in report
     assert "SYNTHETIC" not in report
@@ -394,3 +397,91 @@ def test_results_json_round_trip_is_what_collect_reads(sweep):
     assert data["status"] == "completed" and data["test_acc_best"] == COSINE[0]
     header = (job / "metrics.csv").read_text().splitlines()[0]
     assert header == "epoch,train_loss,val_loss,lr,train_acc,val_acc"
+
+
+# --------------------------------------------------------------------------- what a reader must be told (review findings)
+
+def _edit_results(job: Path, **changes) -> None:
+    f = job / "results.json"
+    f.write_text(json.dumps({**json.loads(f.read_text()), **changes}))
+
+
+def test_a_folder_given_twice_counts_once(tmp_path, capsys):
+    """``plot A A`` pooled every run twice: n doubled, the paired test became Welch's with df 10."""
+    from fer_sweep.plot.__main__ import main
+    from fer_sweep.sweep.collect import collect
+
+    a = make_synthetic_sweep(tmp_path / "A", schedulers=("step", "cosine"), seeds=range(3), max_epochs=8)
+    assert len(collect(a, a)) == len(collect(a, a / "scheduler=step,seed=0")) == 6
+    assert main([str(a), str(a), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert "6 jobs" in capsys.readouterr().out
+    row = next(csv.DictReader((tmp_path / "out" / "comparisons.csv").open()))
+    assert row["test"] == "paired t-test" and row["n_a"] == "3"
+
+
+def test_the_same_seed_twice_in_a_group_is_pointed_out(tmp_path):
+    """Two sweeps of one grid given together: the seeds repeat, so the tests lose their pairing; say so."""
+    a = make_synthetic_sweep(tmp_path / "A", schedulers=("step", "cosine"), seeds=range(3), max_epochs=8)
+    b = make_synthetic_sweep(tmp_path / "B", schedulers=("step", "cosine"), seeds=range(3), max_epochs=8, rng=1)
+    an = analyse(collect(a, b), sources=[a, b])
+    assert [n.split(":")[0] for n in an.notes] == ["step", "cosine"]
+    assert "3 seed(s) ran more than once" in an.notes[0] and str(a / "scheduler=step,seed=0") in an.notes[0]
+    assert all(c.test == "Welch's t-test" for c in an.comparisons)
+    assert "## Read this first" in report_markdown(an)
+    assert analyse(collect(a), sources=[a]).notes == []
+
+
+def test_one_number_written_two_ways_is_one_group(tmp_path):
+    """optimizer.lr=0.001 and optimizer.lr=1e-3 are the same setting; so are results.json's lr, the
+    override of a job not yet started, and the default of a sweep that did not override it."""
+    from fer_sweep.sweep.stats import canonical_value, group_jobs, job_value
+
+    assert [canonical_value(v) for v in ("0.001", "1e-3", "1.0E-03", 0.001, "3", "cosine", "1.5x")] == ["0.001"] * 4 + ["3", "cosine", "1.5x"]
+    s = make_synthetic_sweep(tmp_path / "lr", schedulers=("cosine",), seeds=range(4), max_epochs=8, pending=[("cosine", 3)])
+    for seed, text in enumerate(["0.001", "1e-3", "1e-2", "0.01"]):
+        job = s / f"scheduler=cosine,seed={seed}"
+        (job / ".hydra" / "overrides.yaml").write_text(f"- scheduler=cosine\n- seed={seed}\n- optimizer.lr={text}\n")
+        if seed < 3:
+            _edit_results(job, lr=float(text), overrides=["scheduler=cosine", f"seed={seed}", f"optimizer.lr={text}"])
+    jobs = collect(s)
+    for key in ("optimizer.lr", "lr", None):
+        groups = group_jobs(jobs, key)
+        assert {g: len(js) for g, js in groups.items()} == {f"{key or 'optimizer.lr'}=0.001": 2, f"{key or 'optimizer.lr'}=0.01": 2}, key
+    plain = make_synthetic_sweep(tmp_path / "plain", schedulers=("cosine",), seeds=range(2), max_epochs=8)
+    assert {job_value(j, "optimizer.lr") for j in collect(plain)} == {"0.001"}  # from results.json's lr
+    job = plain / "scheduler=cosine,seed=0"
+    (job / "results.json").unlink()
+    (job / "config.yaml").write_text("optimizer:\n  lr: 0.0005\ntrainer:\n  max_epochs: 8\n")
+    assert job_value(collect(job.parent)[0], "optimizer.lr") == "0.0005" and job_value(collect(job.parent)[0], "max_epochs") == "8"
+
+
+def test_diverged_runs_are_counted_as_such_and_flagged(tmp_path):
+    s = make_synthetic_sweep(tmp_path / "div", schedulers=("step", "cosine"), seeds=range(3), max_epochs=8)
+    _edit_results(s / "scheduler=cosine,seed=1", status="diverged", error="non-finite loss at epoch 5", test_acc_best=None)
+    an = analyse(collect(s), sources=[s])
+    cosine = next(x for x in an.summaries if x.label == "cosine")
+    assert (cosine.completed, cosine.failed, cosine.diverged) == (2, 1, 1)
+    assert an.notes == ["cosine: 1 of 3 runs diverged (seed 1); its statistics cover the others only, which flatters it, "
+                        "and its comparisons lose their pairing over seeds"]
+    md = report_markdown(an)
+    assert "5 completed, 0 unfinished, 0 failed, 1 diverged" in md and "| cosine | 2 / 3 (1 diverged) |" in md
+    rows = {r["scheduler"]: r for r in csv.DictReader(io.StringIO(T.to_csv(T.summary_rows(an.summaries, "scheduler"))))}
+    assert (rows["cosine"]["failed"], rows["cosine"]["diverged"], rows["step"]["diverged"]) == ("1", "1", "0")
+
+
+def test_planned_jobs_that_never_started_are_named(tmp_path, capsys):
+    """The reference sweep said "10 jobs" of a 20-job grid: its multirun.yaml plans the whole grid."""
+    from fer_sweep.plot.__main__ import main
+    from fer_sweep.sweep.plan import never_started, planned_grid
+
+    s = make_synthetic_sweep(tmp_path / "grid", schedulers=("step", "cosine"), seeds=range(2), max_epochs=8)
+    (s / "multirun.yaml").write_text("hydra:\n  sweeper:\n    params:\n      scheduler: step,multistep\n      seed: 0,1\n"
+                                     "  overrides:\n    task:\n    - scheduler=step,cosine,plateau\n    - seed=range(0,2)\n    - threads=1\n")
+    assert len(planned_grid(s)) == 6  # the command line's sweeps replace the config's
+    planned, missing = never_started(s, collect(s))
+    assert planned == 6 and missing == [{"scheduler": "plateau", "seed": "0"}, {"scheduler": "plateau", "seed": "1"}]
+    assert main([str(s), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert f"note: {s}: its multirun.yaml plans 6 jobs; 2 not started" in capsys.readouterr().out
+    assert "(scheduler=plateau, seed=0), (scheduler=plateau, seed=1)" in (tmp_path / "out" / "report.md").read_text()
+    (s / "multirun.yaml").write_text("not: [valid")
+    assert planned_grid(s) is None and never_started(s, collect(s)) is None

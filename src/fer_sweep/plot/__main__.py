@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from fer_sweep.sweep.collect import Job, collect
 
     jobs: list[Job] = []
+    seen: set[Path] = set()
     for d in args.sweeps:
         if not d.is_dir():
             what = "no such folder" if not d.exists() else "not a folder"
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         found = collect(d)
         if not found:
             return _bad(f"{d}: holds no jobs; expected job folders holding results.json or .hydra/overrides.yaml (like {d / 'scheduler=cosine,seed=0'})")
-        jobs += found
+        jobs += [j for j in found if j.path.resolve() not in seen]  # a folder given twice counts once
+        seen |= {j.path.resolve() for j in found}
 
     if args.group_by not in (None, "auto"):
         from fer_sweep.sweep.stats import available_keys, job_value, normalise_key
@@ -92,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     a = analysis
     print(f"fer-sweep-plot: {len(a.jobs)} jobs in {len(args.sweeps)} sweep folder(s), grouped by {a.group_name}: "
-          f"{len(a.completed)} completed, {len(a.unfinished)} unfinished, {len(a.failed)} failed")
+          f"{len(a.completed)} completed, {len(a.unfinished)} unfinished, {len(a.failed)} failed"
+          + (f" ({len(a.diverged)} of them diverged)" if a.diverged else ""))
     if a.synthetic:
         print("note: SYNTHETIC demo data (fer_sweep.sweep.synthetic), not training results")
+    for line in a.notes:
+        print(f"note: {line}")
     for line in unfinished_lines(a):
         print(f"unfinished: {line}")
     for line in failed_lines(a):

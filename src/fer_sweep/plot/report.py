@@ -17,6 +17,7 @@ from fer_sweep.plot import figures as F
 from fer_sweep.plot import tables as T
 from fer_sweep.plot.style import group_colors
 from fer_sweep.sweep import stats
+from fer_sweep.sweep.plan import never_started_lines
 from fer_sweep.sweep.val_split import short_test_name, split_words
 from fer_sweep.sweep.collect import Job
 from fer_sweep.sweep.synthetic import is_synthetic
@@ -43,6 +44,8 @@ class Analysis:
     """What val is, in words (:func:`fer_sweep.sweep.val_split.split_words`); ``None``: unknown."""
     test_source: str | None = None
     """What test is, in words (:func:`fer_sweep.sweep.val_split.split_words`); ``None``: unknown."""
+    notes: list[str] = field(default_factory=list)
+    """What a reader must know to trust the numbers: repeated seeds, diverged runs, planned jobs never started."""
 
     @property
     def test_name(self) -> str:
@@ -60,6 +63,10 @@ class Analysis:
     @property
     def failed(self) -> list[Job]:
         return [j for j in self.jobs if stats.is_failed(j)]
+
+    @property
+    def diverged(self) -> list[Job]:
+        return [j for j in self.jobs if j.status == "diverged"]
 
     @property
     def completed(self) -> list[Job]:
@@ -81,6 +88,7 @@ def analyse(jobs: Sequence[Job], group_by: str | Sequence[str] | None = None, me
         jobs=jobs, key=key, groups=groups, summaries=stats.summarize(groups, metrics=metrics), milestones=stats.milestones(groups),
         comparisons=stats.pairwise(groups, metrics=metrics, alpha=alpha, test_name=short_test_name(words["test"])), colors=group_colors(groups),
         sources=[str(s) for s in sources], val_source=words["val"], test_source=words["test"],
+        notes=never_started_lines(sources, jobs) + stats.repeated_seeds(groups) + stats.diverged_runs(groups),
     )
 
 
@@ -144,12 +152,15 @@ def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
     lines += [f"Sweep folder{'s' if len(a.sources) > 1 else ''}: " + ", ".join(f"`{s}`" for s in a.sources) if a.sources else "", ""]
     common = _common(a)
     lines += [f"Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} by `python -m fer_sweep.plot`." + (f" Shared settings: {common}." if common else ""), ""]
-    lines += [f"**{len(a.jobs)} jobs**: {len(a.completed)} completed, {len(a.unfinished)} unfinished, {len(a.failed)} failed or diverged.", ""]
+    lines += [f"**{len(a.jobs)} jobs**: {len(a.completed)} completed, {len(a.unfinished)} unfinished, "
+              f"{len(a.failed) - len(a.diverged)} failed, {len(a.diverged)} diverged.", ""]
+    if a.notes:
+        lines += ["## Read this first", ""] + [f"- {n}" for n in a.notes] + [""]
     if a.unfinished:
         lines += ["## Unfinished jobs", "", "Still running or not started: their curves so far are in the figures (a dot marks the last epoch); they are left out of the end-of-run statistics.", ""]
         lines += [f"- {s}" for s in unfinished_lines(a)] + [""]
     if a.failed:
-        lines += ["## Failed jobs", "", "Left out of all statistics and means; their curves are drawn dotted.", ""]
+        lines += ["## Failed and diverged jobs", "", "Left out of all statistics and means; their curves are drawn dotted.", ""]
         lines += [f"- {s}" for s in failed_lines(a)] + [""]
     lines += [
         f"## Summary per {g}", "",

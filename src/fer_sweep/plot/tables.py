@@ -65,7 +65,7 @@ def to_markdown(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str
 def summary_rows(summaries: Sequence[stats.GroupSummary], group_name: str = "group") -> list[dict[str, Any]]:
     rows = []
     for s in summaries:
-        r: dict[str, Any] = {group_name: s.label, "jobs": s.jobs, "completed": s.completed, "unfinished": s.unfinished, "failed": s.failed, "seeds": " ".join(map(str, s.seeds))}
+        r: dict[str, Any] = {group_name: s.label, "jobs": s.jobs, "completed": s.completed, "unfinished": s.unfinished, "failed": s.failed, "diverged": s.diverged, "seeds": " ".join(map(str, s.seeds))}
         for m, est in s.metrics.items():
             r.update({f"{m}_n": est.n, f"{m}_mean_pct": _num(100 * est.mean, 3), f"{m}_std_pct": _num(100 * est.std, 3),
                       f"{m}_ci95_low_pct": _num(100 * est.ci_low, 3), f"{m}_ci95_high_pct": _num(100 * est.ci_high, 3)})
@@ -94,7 +94,9 @@ def summary_markdown(summaries: Sequence[stats.GroupSummary], group_name: str = 
     rows = []
     for s in summaries:
         runs = f"{s.completed} / {s.jobs}"
-        extra = [f"{s.unfinished} unfinished" if s.unfinished else "", f"{s.failed} failed" if s.failed else ""]
+        crashed = s.failed - s.diverged
+        extra = [f"{s.unfinished} unfinished" if s.unfinished else "", f"{crashed} failed" if crashed else "",
+                 f"{s.diverged} diverged" if s.diverged else ""]
         extra = [e for e in extra if e]
         row = [s.label, runs + (f" ({', '.join(extra)})" if extra else "")]
         for m in metrics:
@@ -158,7 +160,9 @@ def comparison_markdown(comparisons: Sequence[stats.Comparison], alpha: float = 
     out = []
     for metric in dict.fromkeys(c.metric for c in comparisons):
         cs = [c for c in comparisons if c.metric == metric]
-        out.append(f"**{stats.metric_words(metric, test_name)}** (Holm correction over the {sum(c.test is not None for c in cs)} tests of this metric)\n")
+        m = sum(c.test is not None for c in cs)
+        over = "the 1 test" if m == 1 else f"the {m} tests"
+        out.append(f"**{stats.metric_words(metric, test_name)}** (Holm correction over {over} of this metric)\n")
         out += [f"- {c.sentence}" for c in cs]
         out.append("")
         rows = []

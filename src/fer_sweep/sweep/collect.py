@@ -100,13 +100,17 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def collect(*sweep_dirs: str | Path) -> list[Job]:
-    """All jobs of the given sweep folders, with their results and per-epoch metrics."""
-    jobs = []
+    """All jobs of the given sweep folders, with their results and per-epoch metrics; each job
+    folder once, however often it is reached (``plot A A``, or ``A`` and ``A/sub``)."""
+    jobs, seen = [], set()
     for d in sweep_dirs:
         d = Path(d)
         if not d.is_dir():
             raise FileNotFoundError(f"{d}: no such sweep folder; expected a folder under multirun/ holding job folders")
-        jobs += [read_job(jd) for jd in job_dirs(d)]
+        for jd in job_dirs(d):
+            if jd.resolve() not in seen:  # a folder given twice (or inside another given one) counts once
+                seen.add(jd.resolve())
+                jobs.append(read_job(jd))
     return jobs
 
 

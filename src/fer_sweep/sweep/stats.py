@@ -16,10 +16,12 @@ epochs it has reached) and leave out failed and diverged ones.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -105,18 +107,69 @@ def job_overrides(job: Job) -> dict[str, str]:
     return _parse_overrides(_split_top(job.name)) if "=" in job.name else {}
 
 
-def _fmt_value(value: Any) -> str:
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def canonical_value(value: Any) -> str:
+    """One spelling per number: ``0.001``, ``1e-3`` and ``1.0e-03`` all give ``0.001`` (so they
+    group together); integers, names and other strings are kept as written."""
     if isinstance(value, float):
         return f"{value:g}"
-    return str(value)
+    text = str(value)
+    if isinstance(value, str) and _DECIMAL.fullmatch(text.strip()) and not text.strip().lstrip("+-").isdigit():
+        return f"{float(text):g}"
+    return text
+
+
+RESULT_ALIASES = {"lr": "optimizer.lr", "max_epochs": "trainer.max_epochs"}
+"""results.json keys that record a config value under a short name (see ``fer_sweep.train``)."""
+_CONFIG_NAMES = {**RESULT_ALIASES, **{v: k for k, v in RESULT_ALIASES.items()}}
+
+
+def _scalar(value: Any) -> Any:
+    return None if isinstance(value, (list, dict)) else value
+
+
+def _config_value(job: Job, key: str) -> Any:
+    """``key`` (dotted) in the job's resolved ``config.yaml``, which every started job has: the
+    value a job ran with even when it was never overridden (the default)."""
+    f = job.path / "config.yaml"
+    try:
+        node: Any = _load_config(str(f), f.stat().st_mtime_ns)
+    except OSError:
+        return None
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return _scalar(node)
+
+
+@functools.lru_cache(maxsize=4096)
+def _load_config(path: str, mtime_ns: int) -> Any:
+    """A job's config.yaml, read once per version of the file (a report asks for many keys)."""
+    try:
+        import yaml
+
+        return yaml.safe_load(Path(path).read_text())
+    except Exception:  # unreadable or odd: unknown, as if absent
+        return None
 
 
 def job_value(job: Job, key: str) -> str | None:
-    """The job's value of ``key``: a results.json key, else an override; ``None`` when absent."""
-    value = job.results.get(key)
-    if value is None or isinstance(value, (list, dict)):
-        value = job_overrides(job).get(key)
-    return None if value is None else _fmt_value(value)
+    """The job's value of ``key``: a results.json key, else an override, else its resolved
+    config.yaml; ``optimizer.lr`` and results.json's ``lr`` (likewise ``trainer.max_epochs`` and
+    ``max_epochs``) are the same setting.  Numbers in one spelling (:func:`canonical_value`); ``None``
+    when absent everywhere."""
+    overrides = job_overrides(job)
+    names = (key, _CONFIG_NAMES[key]) if key in _CONFIG_NAMES else (key,)
+    for name in names:
+        for value in (_scalar(job.results.get(name)), overrides.get(name)):
+            if value is not None:
+                return canonical_value(value)
+    for name in names:
+        value = _config_value(job, name)
+        if value is not None:
+            return canonical_value(value)
+    return None
 
 
 def job_seed(job: Job) -> int | None:
@@ -145,7 +198,7 @@ def varying_keys(jobs: Sequence[Job], exclude: Iterable[str] = NOT_GROUPING) -> 
     per_job = [job_overrides(j) for j in jobs]
     for ov in per_job:
         for k, v in ov.items():
-            values.setdefault(k, set()).add(v)
+            values.setdefault(k, set()).add(canonical_value(v))
     for ov in per_job:  # a key missing from some jobs varies too
         for k in values:
             if k not in ov:
@@ -215,6 +268,37 @@ def group_jobs(jobs: Sequence[Job], group_by: str | Sequence[str] | None = "sche
     ordered = sorted(groups, key=_natural)
     seed_key = lambda j: (job_seed(j) is None, job_seed(j) or 0, j.name)  # noqa: E731
     return {g: sorted(groups[g], key=seed_key) for g in ordered}
+
+
+def repeated_seeds(groups: dict[str, Sequence[Job]]) -> list[str]:
+    """One line per group in which a seed ran more than once among the completed jobs (two sweeps
+    of the same grid given together, say): those runs are not independent draws of a new seed, and
+    the group's comparisons become Welch's tests instead of paired ones."""
+    lines = []
+    for label, jobs in groups.items():
+        by_seed: dict[int, list[Job]] = {}
+        for j in jobs:
+            if is_completed(j) and job_seed(j) is not None:
+                by_seed.setdefault(job_seed(j), []).append(j)
+        twice = {s: js for s, js in by_seed.items() if len(js) > 1}
+        if twice:
+            where = "; ".join(f"seed {s} in " + ", ".join(str(j.path) for j in js) for s, js in sorted(twice.items()))
+            lines.append(f"{label}: {len(twice)} seed(s) ran more than once ({where}); its tests are Welch's, not paired, "
+                         "and its n counts each run: give each sweep once, or group by a key that tells the runs apart")
+    return lines
+
+
+def diverged_runs(groups: dict[str, Sequence[Job]]) -> list[str]:
+    """One line per group that lost runs to divergence: its statistics cover only the runs that
+    survived, which flatters it (a scheduler that diverges on some seeds is worse than its mean)."""
+    lines = []
+    for label, jobs in groups.items():
+        div = [j for j in jobs if j.status == "diverged"]
+        if div:
+            seeds = ", ".join(str(job_seed(j)) for j in div if job_seed(j) is not None)
+            lines.append(f"{label}: {len(div)} of {len(jobs)} runs diverged{f' (seed {seeds})' if seeds else ''}; its statistics "
+                         f"cover the others only, which flatters it, and its comparisons lose their pairing over seeds")
+    return lines
 
 
 # --------------------------------------------------------------------------- per-job numbers
@@ -325,10 +409,13 @@ class GroupSummary:
     completed: int
     unfinished: int
     failed: int
+    """Jobs that failed or diverged (left out of the statistics)."""
     seeds: list[int]
     metrics: dict[str, Estimate]
     best_epoch: Estimate
     reach: dict[float, Reach]
+    diverged: int = 0
+    """Of ``failed``, the runs whose loss became non-finite: an outcome of the settings, not a crash."""
 
 
 def summarize_group(label: str, jobs: Sequence[Job], metrics: Sequence[str] = tuple(METRICS), thresholds: Sequence[float] = THRESHOLDS, confidence: float = CONFIDENCE) -> GroupSummary:
@@ -344,6 +431,7 @@ def summarize_group(label: str, jobs: Sequence[Job], metrics: Sequence[str] = tu
         seeds=sorted(s for s in (job_seed(j) for j in done) if s is not None),
         metrics={m: describe([job_metric(j, m) for j in done], confidence) for m in metrics},
         best_epoch=describe([job_metric(j, "best_epoch") for j in done], confidence), reach=reach,
+        diverged=sum(j.status == "diverged" for j in jobs),
     )
 
 
