@@ -166,6 +166,8 @@ def report_markdown(a: Analysis, files: dict[str, Any] | None = None) -> str:
         f"## Summary per {g}", "",
         "Completed runs only. Accuracies in %, mean ± std over seeds (sample std) and the 95% t-interval of the mean. "
         f"*val* is {_val_words(a)}, the study's \"test\" accuracy; {_test_words(a)}, scored with the checkpoint of best val accuracy. "
+        f"Best val accuracy is the maximum over epochs of the split that also picks that checkpoint, so it is optimistic "
+        f"(most for noisy curves); {a.test_name} accuracy is the unbiased one. "
         "Epochs to 50%/55%: mean over the runs that reach that val accuracy (how many in brackets).", "",
         T.summary_markdown(a.summaries, g, a.test_name),
         "## Pairwise comparisons", "",
