@@ -83,7 +83,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(fer_root, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert len(_metrics(cut)) < 3, "the run finished before it could be killed"
-    assert json.loads((cut / "results.json").read_text())["status"] == "running"
+    killed = json.loads((cut / "results.json").read_text())
+    assert killed["status"] == "running"
+    assert killed["splits"] == json.loads((whole / "results.json").read_text())["splits"]  # written at the start, for reports of running jobs
     resumed = run_cli([*args, f"hydra.run.dir={cut}"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr + resumed.stdout

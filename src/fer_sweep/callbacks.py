@@ -17,6 +17,7 @@ import pytorch_lightning as pl
 
 from fer_sweep.cpu import flush_subnormals_
 from fer_sweep.io import atomic_write_text
+from fer_sweep.results import write_results
 from fer_sweep.run_folder import set_aside_checkpoints
 
 METRIC_COLUMNS = ("epoch", "train_loss", "val_loss", "lr", "train_acc", "val_acc")
@@ -60,6 +61,21 @@ class StartAfresh(pl.Callback):
         aside = set_aside_checkpoints(self.out_dir)
         if aside is not None and start is not None and start.is_relative_to(moved):
             self.results["init_weights"]["path"] = str(aside.resolve() / start.relative_to(moved))
+
+
+class RecordSplits(pl.Callback):
+    """Write what val and test are (``results["splits"]``) into results.json as soon as the data is
+    set up (``on_fit_start``), not only at the end: a running or killed job's report can then call
+    its columns PublicTest/PrivateTest even where the data copy it read is not at hand."""
+
+    def __init__(self, out_dir: Path, results: dict[str, Any]) -> None:
+        self.out_dir, self.results = out_dir, results
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        sources = getattr(trainer.datamodule, "split_sources", None)
+        if trainer.is_global_zero and sources:
+            self.results["splits"] = dict(sources)
+            write_results(self.out_dir, self.results)
 
 
 class FlushSubnormals(pl.Callback):

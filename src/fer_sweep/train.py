@@ -22,7 +22,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 
-from fer_sweep.callbacks import StartAfresh
+from fer_sweep.callbacks import RecordSplits, StartAfresh
 from fer_sweep.cpu import tune_allocator
 from fer_sweep.io import atomic_write_text, file_sha256
 from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
@@ -199,6 +199,7 @@ def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> di
         log.info("starting from the weights of %s", results["init_weights"]["path"])
     loggers = _instantiate_list(cfg.get("logger"))
     callbacks = [c for c in _instantiate_list(cfg.get("callbacks")) if loggers or not isinstance(c, LearningRateMonitor)]
+    callbacks.append(RecordSplits(out_dir, results))
     if not resume:
         callbacks.append(StartAfresh(out_dir, results))
     trainer: pl.Trainer = _instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
