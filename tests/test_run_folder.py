@@ -139,6 +139,22 @@ def test_a_finished_folder_is_still_skipped_when_only_where_and_how_it_ran_diffe
     assert (run_dir / "results.json").read_text() == text
 
 
+@pytest.mark.parametrize("how", ["symlink", "moved"])
+def test_a_finished_folder_reached_by_another_path_is_still_the_same_run(tmp_path, how):
+    """Its checkpoint dirpath and trainer.default_root_dir follow the folder's path: a symlink, a
+    moved or copied folder was refused as 'a completed run with other settings'."""
+    run_dir = tmp_path / "run"
+    text = _finished(run_dir, ["seed=0", "trainer.max_epochs=1", "threads=1"])
+    other = tmp_path / "elsewhere"
+    other.symlink_to(run_dir) if how == "symlink" else run_dir.rename(other)
+    proc = run_cli([f"hydra.run.dir={other}", "seed=0", "trainer.max_epochs=1", *QUIET], timeout=120)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "already completed; skipping" in proc.stdout + proc.stderr
+    assert (other / "results.json").read_text() == text
+    assert config_differences({"paths": {"output_dir": "/a/run"}, "seed": 0, "cb": {"dirpath": "/a/run/checkpoints"}, "d": "/a/runs"},
+                              {"paths": {"output_dir": "/b/x"}, "seed": 0, "cb": {"dirpath": "/b/x/checkpoints"}, "d": "/b/x/s"}) == ["d: /a/runs -> /b/x/s"]
+
+
 def test_config_differences_compare_resolved_settings_only():
     saved = {"seed": 0, "optimizer": {"lr": 0.001}, "threads": 2, "paths": {"output_dir": "/a"}, "trainer": {"max_epochs": 5, "accelerator": "cpu"}}
     same = {"seed": 0, "optimizer": {"lr": 1e-3}, "threads": None, "paths": {"output_dir": "/b"}, "trainer": {"max_epochs": 5, "accelerator": "gpu"}}

@@ -174,15 +174,29 @@ CONTINUABLE = ("trainer.max_epochs",)
 epochs), with the keys interpolated from them (``scheduler.T_max: ${trainer.max_epochs}``)."""
 
 
+def _in_run_folder(flat: dict[str, Any]) -> dict[str, Any]:
+    """Paths inside the run's own folder (``trainer.default_root_dir``, the checkpoint callback's
+    ``dirpath``, all copies of ``paths.output_dir``) relative to it: the same run reached through a
+    symlink, or moved or copied elsewhere, is still the same run."""
+    root = flat.get("paths.output_dir")
+    if not isinstance(root, str) or not root:
+        return flat
+    root = root.rstrip("/")
+    return {k: ("<run folder>" + v[len(root):] if isinstance(v, str) and (v == root or v.startswith(root + "/")) else v)
+            for k, v in flat.items()}
+
+
 def config_differences(saved: Mapping, current: Mapping, limit: int = 3) -> list[str]:
     """``key: saved -> current`` for the settings (not :data:`NOT_SETTINGS`) that differ between
     two resolved configurations, at most ``limit`` of them (then ``...``).  A :data:`CONTINUABLE`
     key may differ, and so may a key whose change is the same as its (an interpolated copy)."""
     a, b = _flatten(saved), _flatten(current)
+    ra, rb = _in_run_folder(a), _in_run_folder(b)
     pairs = {k: (a.get(k, "<unset>"), b.get(k, "<unset>")) for k in dict.fromkeys([*a, *b]) if _is_setting(k)}
-    allowed = {pairs[k] for k in CONTINUABLE if k in pairs and pairs[k][0] != pairs[k][1]}
+    differ = [k for k in pairs if ra.get(k, "<unset>") != rb.get(k, "<unset>")]  # in the configs' order
+    allowed = {pairs[k] for k in CONTINUABLE if k in differ}
     keys: list[str] = []
-    for k in sorted((k for k, (x, y) in pairs.items() if x != y and k not in CONTINUABLE and (x, y) not in allowed), key=lambda k: k.count(".")):
+    for k in sorted((k for k in differ if k not in CONTINUABLE and pairs[k] not in allowed), key=lambda k: k.count(".")):
         # an interpolated copy (model.optimizer.lr of optimizer.lr, data.seed of seed) is no news
         if not any(k.endswith("." + s) and pairs[k] == pairs[s] for s in keys):
             keys.append(k)
