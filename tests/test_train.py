@@ -107,6 +107,29 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(fer_root, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_with_status_143_and_an_interrupted_record_that_resumes(fer_root, tmp_path):
+    """What a cluster's scheduler sends before it kills a job: Lightning's SIGTERMException carries no
+    exit code, so the run ended with status 0, results.json still 'running', and nothing said."""
+    args = ["trainer.max_epochs=3", "data.subset=0.04", "trainer.accelerator=cpu", *QUIET, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FER_SWEEP_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_sweep", *args], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 300
+    while time.time() < deadline and not ((run_dir / "metrics.csv").is_file() and len(_metrics(run_dir)) >= 1):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 143, out[-2000:]
+    res = json.loads((run_dir / "results.json").read_text())
+    assert res["status"] == "interrupted" and res["epochs_run"] < 3, res
+    assert res["error"] == f"stopped by SIGTERM after {res['epochs_run']} epoch(s); rerun the same command to resume from last.ckpt"
+    assert res["error"] in out and "Traceback" not in out
+    again = run_cli(args)
+    assert again.returncode == 0 and "resuming from" in again.stdout + again.stderr
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "completed" and len(_metrics(run_dir)) == 3
+
+
 def test_divergence_is_recorded_not_raised(fer_root, tmp_path):
     out = tmp_path / "nan"
     proc = run_cli(["optimizer=sgd", "optimizer.lr=1e12", "trainer.max_epochs=3", f"hydra.run.dir={out}", *TINY])

@@ -14,7 +14,8 @@ from typing import Any
 from fer_sweep.io import atomic_write_json
 
 RESULTS_FILE = "results.json"
-STATUSES = ("running", "completed", "diverged", "failed")
+STATUSES = ("running", "interrupted", "completed", "diverged", "failed")
+"""``interrupted``: stopped by SIGTERM or Ctrl-C; rerunning the same command resumes it."""
 
 
 class ResultsError(ValueError):

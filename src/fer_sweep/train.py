@@ -18,6 +18,7 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
@@ -149,6 +150,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
     }
     start = time.time()
+    stop: SystemExit | None = None
     writer = not secondary_rank()  # under DDP rank 0 writes the run's files; the other ranks train
     try:
         validate(cfg)
@@ -170,13 +172,30 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         if writer:
             atomic_write_text(out_dir / "error.log", traceback.format_exc())
         results.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+    except SystemExit as exc:  # SIGTERM (Lightning's SIGTERMException) or Ctrl-C (Lightning exits 1): stop, and say so
+        stop = _stopped(exc)
+        how = "SIGTERM" if isinstance(exc, SIGTERMException) else "an interrupt"
+        results.update(status="interrupted", error=f"stopped by {how} after {results.get('epochs_run', 0)} epoch(s); rerun the same command to resume from last.ckpt")
+        log.error("%s: %s", out_dir, results["error"])
     # a run resumed from last.ckpt adds the time its earlier attempts spent; a fresh rerun does not
     earlier = float((previous or {}).get("wall_time_s") or 0.0) if results.get("resumed_from_epoch") is not None else 0.0
     results["wall_time_s"] = round(time.time() - start + earlier, 2)
     if writer:
         write_results(out_dir, results)
     log.info("%s: status=%s best_val_acc=%s test_acc_best=%s", out_dir, results["status"], results.get("best_val_acc"), results.get("test_acc_best"))
+    if stop is not None:  # the process was asked to stop: the rest of a sweep does not run either
+        raise stop
     return results
+
+
+EXIT_SIGTERM = 143
+"""128 + SIGTERM, what a shell reports for a process the signal ended."""
+
+
+def _stopped(exc: SystemExit) -> SystemExit:
+    """The exit to raise once the run's files are written: 143 for SIGTERM (Lightning's own
+    ``SIGTERMException`` carries no code, so the process ended with status 0), else as given."""
+    return SystemExit(EXIT_SIGTERM) if isinstance(exc, SIGTERMException) else exc
 
 
 def _fit_and_test(cfg: DictConfig, out_dir: Path, results: dict[str, Any]) -> dict[str, Any]:

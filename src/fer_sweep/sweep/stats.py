@@ -48,7 +48,7 @@ MILESTONE_EPOCHS = (10, 15, 25, 35, 50, 100, 200)
 THRESHOLDS = (0.50, 0.55)
 CONFIDENCE = 0.95
 ALPHA = 0.05
-UNFINISHED = ("running", "pending")
+UNFINISHED = ("running", "interrupted", "pending")
 FAILED = ("failed", "diverged")
 CURVE_STATUSES = ("completed",) + UNFINISHED
 """Statuses whose curves enter group means and milestones."""

@@ -41,12 +41,12 @@ def split_words(jobs: Iterable[Job]) -> dict[str, str | None]:
     """``{"val": ..., "test": ...}``: each split of the jobs in words, if all the completed jobs agree
     on it; ``None`` where they differ or one of them cannot tell (one run that says "PrivateTest"
     does not label an older run beside it that does not).  A running job counts when it can tell
-    (a run records its splits only at its end, so while it runs they come from its config.yaml and
+    (runs from before splits were recorded at the start take them from their config.yaml and
     data copy); pending and failed jobs, left out of every statistic, do not count."""
     usages: dict[str, Any] = {}  # the data copies looked at, by root: each is listed or scanned once
     found: dict[str, set] = {"val": set(), "test": set()}
     for job in jobs:
-        if job.status not in ("completed", "running"):
+        if job.status not in ("completed", "running", "interrupted"):
             continue
         words = _job_sources(job, usages)
         for which in found:
