@@ -85,6 +85,40 @@ def test_invalid_values_are_rejected_before_training(override):
     assert message.startswith(f"{key}=") and value.lower() in message.split(":")[0].lower() and ": expected " in message and "\n" not in message
 
 
+@pytest.mark.parametrize("overrides", [
+    ["data.subset=abc"], ["data.subset=2"], ["data.split_seed=abc"], ["model.net.dropout=2"], ["optimizer.weight_decay=-1"],
+    ["optimizer=sgd", "optimizer.momentum=1.5"], ["trainer.precision=bf17"],
+    ["scheduler=step", "scheduler.partial.gamma=abc"], ["scheduler=step", "scheduler.partial.step_size=0"],
+    ["scheduler=multistep", "scheduler.partial.milestones=[20,10]"], ["scheduler=multistep", "scheduler.partial.milestones=abc"],
+    ["scheduler=plateau", "scheduler.partial.patience=-1"], ["scheduler=plateau", "scheduler.partial.factor=1.5"],
+    ["scheduler=cosine", "scheduler.partial.eta_min=-1"],
+])
+def test_more_invalid_values_name_their_key(overrides):
+    """Found in review: these reached the library (a bare "could not convert string to float",
+    torch's "Invalid weight_decay value") or, for a scheduler, failed only at the epoch that first
+    used the value, or never within a short run."""
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(overrides))
+    key, value = overrides[-1].split("=")
+    message = str(err.value)
+    assert message.startswith(f"{key}={value}: expected ") and "\n" not in message, message
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_accelerator_without_a_gpu_is_one_line():
+    with pytest.raises(ConfigError, match=r"^trainer.accelerator=gpu: no CUDA GPU is visible"):
+        validate(compose_cfg(["trainer=gpu"]))
+
+
+@pytest.mark.parametrize("choice", ["scheduler=step", "scheduler=multistep", "scheduler=cosine", "scheduler=plateau", "scheduler=none",
+                                    "optimizer=adam", "optimizer=adamw", "optimizer=sgd", "model=vgg", "experiment=faithful",
+                                    "experiment=deep_emotion_plus", "experiment=vgg", "experiment=scheduler_study", "trainer.precision=bf16-mixed",
+                                    "data.subset=1", "data.subset=0.05"])
+def test_every_shipped_choice_passes_validation(choice):
+    """The checks are not stricter than the project's own configurations."""
+    validate(compose_cfg([choice]))
+
+
 def test_unknown_group_option_is_an_error():
     with pytest.raises(MissingConfigException, match="scheduler"):
         compose_cfg(["scheduler=warmup_magic"])

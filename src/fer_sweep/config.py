@@ -67,7 +67,74 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("threads") is not None:
         _number("threads", cfg.threads, int, lambda v: 1 <= v <= MAX_THREADS, f"a number of CPU threads from 1 to {MAX_THREADS}, or null for PyTorch's default")
     _number("model.label_smoothing", cfg.model.get("label_smoothing", 0.0), float, lambda v: 0.0 <= v < 1.0, "a value in [0, 1)")
+    if cfg.data.get("subset") is not None:
+        _number("data.subset", cfg.data.subset, float, lambda v: 0.0 < v <= 1.0, "a fraction in (0, 1] or null")
+    if "split_seed" in cfg.data:
+        _number("data.split_seed", cfg.data.split_seed, int, lambda v: True, "an integer")
+    net = cfg.model.get("net") or {}
+    if net.get("dropout") is not None:
+        _number("model.net.dropout", net.dropout, float, lambda v: 0.0 <= v < 1.0, "a dropout probability in [0, 1)")
+    for key in ("weight_decay", "momentum"):
+        if cfg.optimizer.get(key) is not None:
+            _number(f"optimizer.{key}", cfg.optimizer[key], float, lambda v: v >= 0.0 if key == "weight_decay" else 0.0 <= v < 1.0,
+                    "a weight decay >= 0 such as 0.0001" if key == "weight_decay" else "a momentum in [0, 1) such as 0.9")
+    validate_scheduler(cfg)
+    validate_trainer(cfg)
     validate_teacher(cfg)
+
+
+SCHEDULER_VALUES = {
+    "step_size": (int, lambda v: v >= 1, "a whole number of epochs >= 1"),
+    "T_max": (int, lambda v: v >= 1, "a whole number of epochs >= 1"),
+    "patience": (int, lambda v: v >= 0, "a whole number of epochs >= 0"),
+    "gamma": (float, lambda v: 0.0 < v <= 1.0, "a factor in (0, 1] such as 0.1"),
+    "factor": (float, lambda v: 0.0 < v < 1.0, "a factor in (0, 1) such as 0.1"),
+    "eta_min": (float, lambda v: v >= 0.0, "a learning rate >= 0"),
+    "min_lr": (float, lambda v: v >= 0.0, "a learning rate >= 0"),
+    "threshold": (float, lambda v: v >= 0.0, "a threshold >= 0"),
+}
+"""Scheduler arguments checked before training (``scheduler.partial.<key>``): the scheduler is only
+built when fitting starts, and a bad one failed only at the epoch that first used it."""
+
+
+def validate_scheduler(cfg: DictConfig) -> None:
+    partial = (cfg.get("scheduler") or {}).get("partial") or {}
+    for key, (kind, ok, expected) in SCHEDULER_VALUES.items():
+        if partial.get(key) is not None:
+            _number(f"scheduler.partial.{key}", partial[key], kind, ok, expected)
+    if partial.get("milestones") is not None:
+        stones = partial.milestones
+        try:
+            values = [_number("scheduler.partial.milestones", v, int, lambda v: v >= 1, "") for v in stones]
+        except (ConfigError, TypeError):
+            values = None
+        if not values or values != sorted(set(values)):
+            raise ConfigError(f"scheduler.partial.milestones={_text(stones)}: expected increasing epochs such as [10,20,50]")
+
+
+PRECISIONS = ("64", "32", "16", "bf16", "64-true", "32-true", "16-true", "bf16-true", "16-mixed", "bf16-mixed",
+              "transformer-engine", "transformer-engine-float16")
+"""What Lightning's ``Trainer(precision=...)`` accepts."""
+
+
+def validate_trainer(cfg: DictConfig) -> None:
+    precision = cfg.trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision}: expected 32-true (the default), bf16-mixed or 16-mixed (on a GPU), 64-true, or another of {', '.join(PRECISIONS)}")
+    accelerator = str(cfg.trainer.get("accelerator") or "auto")
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible to PyTorch here; expected cpu or auto (or a machine with a GPU and a CUDA build of torch)")
+
+
+def _text(value) -> str:
+    """A config value as the user would write it on the command line (``[20,10]``)."""
+    try:
+        return str(OmegaConf.to_container(value)).replace(" ", "")
+    except ValueError:  # not a config node: a plain value
+        return str(value)
 
 
 def validate_teacher(cfg: DictConfig) -> None:
