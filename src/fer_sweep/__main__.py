@@ -1,16 +1,13 @@
 """``python -m fer_sweep [overrides]``: train (or, with ``-m``, sweep) as configured in ``conf/``."""
 
 import sys
-import warnings
 
-from fer_sweep.config import register_resolvers
+from fer_sweep.config import quiet_schema_warning, register_resolvers
 
 
 def cli() -> None:
     register_resolvers()
-    # conf/hydra/launcher/joblib.yaml deliberately shares the plugin's name (so `hydra/launcher=joblib`
-    # gets our defaults); Hydra warns about the schema match, which is expected here.
-    warnings.filterwarnings("ignore", message=".*validated against ConfigStore schema.*")
+    quiet_schema_warning()
     from fer_sweep import train
     from fer_sweep.sweep import state
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -31,6 +32,13 @@ def run_id() -> str:
         token = secrets.token_hex(3)
         os.environ[RUN_ID_ENV] = token
     return token
+
+
+def quiet_schema_warning() -> None:
+    """conf/hydra/launcher/joblib.yaml deliberately shares the plugin's name (so ``hydra/launcher=joblib``
+    gets our defaults); Hydra warns about the schema match (four lines, once per job and per joblib
+    worker), which is expected here.  The message starts with a newline, hence ``(?s)``."""
+    warnings.filterwarnings("ignore", message=r"(?s).*validated against ConfigStore schema", category=UserWarning)
 
 
 def register_resolvers() -> None:

@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from fer_sweep.callbacks import RecordSplits, StartAfresh
 from fer_sweep.cpu import tune_allocator
 from fer_sweep.io import atomic_write_text, file_sha256
-from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, validate
+from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, quiet_schema_warning, validate
 from fer_sweep.data.errors import FER2013Error
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
@@ -35,6 +35,7 @@ from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock,
 from fer_sweep.weights import resolve_model
 
 log = logging.getLogger(__name__)
+quiet_schema_warning()  # here too: joblib's worker processes import this module, not fer_sweep.__main__
 
 
 def _instantiate(node: Any, **kwargs: Any) -> Any:
