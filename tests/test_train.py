@@ -150,8 +150,29 @@ def test_invalid_value_fails_before_training(tmp_path):
 
 
 def test_unknown_option_is_a_clear_error(tmp_path):
-    proc = run_cli(["scheduler=warmup_magic", f"hydra.run.dir={tmp_path}"], timeout=120)
-    assert proc.returncode != 0 and "scheduler" in proc.stderr and "warmup_magic" in proc.stderr
+    proc = run_cli(["scheduler=warmup_magic", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
+    assert proc.returncode == 2 and proc.stderr == ("fer_sweep: error: scheduler=warmup_magic: no such option in conf/scheduler/; "
+                                                    "expected one of cosine, multistep, none, plateau, step\n")
+    assert not (tmp_path / "run").exists()
+
+
+def test_one_unknown_option_in_a_sweep_stops_it_before_any_job(tmp_path):
+    """Hydra found it only when composing that job, after the earlier ones had run, and said so in 12 lines."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "scheduler=step,bogus", "seed=0,1", f"hydra.sweep.dir={sweep}"], timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("fer_sweep: error: scheduler=bogus (in scheduler=step,bogus): no such option in conf/scheduler/")
+    assert not sweep.exists()
+
+
+@pytest.mark.parametrize("argv", [["scheduler=cosine"], ["-m", "scheduler=step,cosine", "seed=0,1"], ["-m", "scheduler=choice(step,plateau)"],
+                                  ["+experiment=faithful"], ["logger=none", "callbacks=none"], ["~logger"], ["model=vgg", "optimizer=sgd"],
+                                  ["hydra/launcher=joblib"], ["optimizer.lr=0.01"], ["--config-dir=/elsewhere", "scheduler=mine"],
+                                  ["scheduler=["], ["seed=range(0,3)"]])
+def test_valid_or_unchecked_command_lines_pass_the_option_check(argv):
+    from fer_sweep.group_options import unknown_option
+
+    assert unknown_option(argv) is None
 
 
 def test_help_and_cfg_job():

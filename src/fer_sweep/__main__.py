@@ -6,6 +6,12 @@ from fer_sweep.config import quiet_schema_warning, register_resolvers
 
 
 def cli() -> None:
+    from fer_sweep.group_options import unknown_option
+
+    problem = unknown_option(sys.argv[1:])
+    if problem:  # before Hydra: one line, and no job of a sweep runs
+        print(f"fer_sweep: error: {problem}", file=sys.stderr)
+        sys.exit(2)
     register_resolvers()
     quiet_schema_warning()
     from fer_sweep import train
