@@ -56,19 +56,15 @@ def _unwritable(out: Path) -> str | None:
 @stops_quietly_when_output_closes
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from fer_sweep.sweep.collect import Job, collect
+    from fer_sweep.sweep.collect import collect, job_dirs
 
-    jobs: list[Job] = []
-    seen: set[Path] = set()
     for d in args.sweeps:
         if not d.is_dir():
             what = "no such folder" if not d.exists() else "not a folder"
             return _bad(f"{d}: {what}; expected a sweep folder (multirun/<date>/<time>_<token>/) holding job folders")
-        found = collect(d)
-        if not found:
+        if not job_dirs(d):
             return _bad(f"{d}: holds no jobs; expected job folders holding results.json or .hydra/overrides.yaml (like {d / 'scheduler=cosine,seed=0'})")
-        jobs += [j for j in found if j.path.resolve() not in seen]  # a folder given twice counts once
-        seen |= {j.path.resolve() for j in found}
+    jobs = collect(*args.sweeps)  # each job folder once, however often it is reached
 
     if args.group_by not in (None, "auto"):
         from fer_sweep.sweep.stats import available_keys, job_value, normalise_key

@@ -159,12 +159,15 @@ def job_value(job: Job, key: str) -> str | None:
     config.yaml; ``optimizer.lr`` and results.json's ``lr`` (likewise ``trainer.max_epochs`` and
     ``max_epochs``) are the same setting.  Numbers in one spelling (:func:`canonical_value`); ``None``
     when absent everywhere."""
-    overrides = job_overrides(job)
     names = (key, _CONFIG_NAMES[key]) if key in _CONFIG_NAMES else (key,)
+    overrides = None  # read .hydra/overrides.yaml only when results.json does not say
     for name in names:
-        for value in (_scalar(job.results.get(name)), overrides.get(name)):
-            if value is not None:
-                return canonical_value(value)
+        value = _scalar(job.results.get(name))
+        if value is None:
+            overrides = job_overrides(job) if overrides is None else overrides
+            value = overrides.get(name)
+        if value is not None:
+            return canonical_value(value)
     for name in names:
         value = _config_value(job, name)
         if value is not None:
