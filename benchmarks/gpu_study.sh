@@ -5,6 +5,10 @@
 #
 #   DEADLINE=470 N_JOBS=8 bash benchmarks/gpu_study.sh           # on the GPU machine
 #   SMOKE=1 DEADLINE=120 N_JOBS=2 bash benchmarks/gpu_study.sh   # a tiny CPU rehearsal
+#   LAUNCHER=packed GRID_ONLY=1 DEADLINE=540 bash benchmarks/gpu_study.sh
+#       the grid's 20 jobs packed into one network (hydra/launcher=packed), alone on the GPU, after
+#       benchmarks/packed_speed.py (20 networks one after another vs packed, float32 and bf16);
+#       timing.txt gets the pack's epochs, so a pack stopped by the deadline still gives the projection
 #
 # Needs: FER2013 as .devdata/fer2013.tgz (or FER2013_ROOT), and, where hydra/omegaconf or
 # fer_sweep are missing, their wheels in .whl/.
@@ -12,7 +16,7 @@ set -u
 T0=$(date +%s)
 OUT=${OUT:-/tmp/fer_out}; mkdir -p "$OUT"
 WORK=${WORK:-/tmp/fer_work}; rm -rf "$WORK"; mkdir -p "$WORK"
-DEADLINE=${DEADLINE:-470}; N_JOBS=${N_JOBS:-8}; SMOKE=${SMOKE:-0}
+DEADLINE=${DEADLINE:-470}; N_JOBS=${N_JOBS:-8}; SMOKE=${SMOKE:-0}; LAUNCHER=${LAUNCHER:-joblib}
 PY=${PY:-python3}
 log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$WORK/timing.txt"; }
 
@@ -43,8 +47,17 @@ else
 fi
 COMMON="$TRAINER callbacks=none logger=none $EXTRA"
 
-log "launch: grid ($GRID, $GRID_EPOCHS epochs, $N_JOBS jobs), deep_emotion_plus ($DE_EPOCHS), vgg ($VGG_EPOCHS)"
-setsid $PY -m fer_sweep -m $GRID $COMMON $( [ "$SMOKE" = 1 ] && echo trainer.max_epochs=$GRID_EPOCHS ) hydra/launcher=joblib hydra.launcher.n_jobs=$N_JOBS hydra.sweep.dir=$WORK/grid > "$WORK/grid.log" 2>&1 &
+if [ "$LAUNCHER" = packed ]; then
+  LAUNCH="hydra/launcher=packed $( [ "$SMOKE" = 1 ] && echo hydra.launcher.pack_on_cpu=true )"
+  for prec in 32 bf16; do
+    $PY benchmarks/packed_speed.py --k 20 --steps $( [ "$SMOKE" = 1 ] && echo "2 --warmup 1 --rounds 1 --k 2" || echo 30 ) --precision $prec --json "$WORK/packed_speed_$prec.json" 2>&1 | tee -a "$WORK/timing.txt" | tail -4
+  done
+  log "packed_speed done"
+else
+  LAUNCH="hydra/launcher=joblib hydra.launcher.n_jobs=$N_JOBS"
+fi
+log "launch: grid ($GRID, $GRID_EPOCHS epochs, launcher $LAUNCHER, $N_JOBS jobs if joblib), deep_emotion_plus ($DE_EPOCHS), vgg ($VGG_EPOCHS)"
+setsid $PY -m fer_sweep -m $GRID $COMMON $( [ "$SMOKE" = 1 ] && echo trainer.max_epochs=$GRID_EPOCHS ) $LAUNCH hydra.sweep.dir=$WORK/grid > "$WORK/grid.log" 2>&1 &
 G=$!
 D=""; V=""
 [ "${GRID_ONLY:-0}" = 1 ] || {
@@ -64,6 +77,7 @@ for p in $G $D $V; do kill -0 $p 2>/dev/null && log "deadline: stopping pid $p (
 for p in $G $D $V; do kill -KILL -- -$p 2>/dev/null; done
 pkill -KILL -f "fer_sweep" 2>/dev/null
 log "training stopped; grid jobs completed: $(grep -l '"completed"' $WORK/grid/*/results.json 2>/dev/null | wc -l)"
+grep -E "packed run:|epoch [0-9]+/[0-9]+:" "$WORK/grid.log" | sed -n '1p;2p;3p;$p' >> "$WORK/timing.txt"  # a pack's pace: first and last epochs, with times
 
 # Summaries (also for a grid cut by the deadline), slim weights, then pack for $OUT.
 $PY -c "from fer_sweep.sweep.summary import write_summary; write_summary('$WORK/grid')" 2>&1 | tail -2

@@ -5,6 +5,18 @@ import sys
 from fer_sweep.config import quiet_schema_warning, register_resolvers
 
 
+def register_packed_launcher() -> None:
+    """Make ``hydra/launcher=packed`` known to Hydra.  Hydra finds launchers by listing the
+    ``hydra_plugins`` package; an editable install (``pip install -e .``) reaches our part of it
+    through a setuptools path hook that cannot be listed, so the class is registered by name
+    (a wheel install is found by the listing too; registering again changes nothing)."""
+    from hydra.core.plugins import Plugins
+    from hydra_plugins.fer_sweep_packed.packed_launcher import PackedLauncher
+
+    name = f"{PackedLauncher.__module__}.{PackedLauncher.__name__}"
+    Plugins.instance().class_name_to_class.setdefault(name, PackedLauncher)
+
+
 def cli() -> None:
     from fer_sweep.group_options import unknown_option
 
@@ -14,6 +26,7 @@ def cli() -> None:
         sys.exit(2)
     register_resolvers()
     quiet_schema_warning()
+    register_packed_launcher()
     from fer_sweep import train
     from fer_sweep.sweep import state
 
