@@ -134,8 +134,13 @@ def test_which_jobs_pack_together(tmp_path) -> None:
     assert unpackable(cfg, pack_on_cpu=True) is None
     assert "CPU" in unpackable(cfg)
     for overrides, why in ((["optimizer=sgd"], "SGD"), (["model=vgg"], "vgg"), (["model.teacher=vgg"], "distillation"),
-                           (["init_weights=deep_emotion"], "init_weights"), (["trainer.precision=16-mixed"], "precision")):
+                           (["init_weights=deep_emotion"], "init_weights"), (["trainer.precision=16-mixed"], "precision"),
+                           (["seed=null"], "seed=null"), (["scheduler=plateau", "scheduler.monitor=val/f1"], "scheduler.monitor=val/f1"),
+                           (["+trainer.gradient_clip_val=1.0"], "trainer.gradient_clip_val=1.0"), (["+trainer.accumulate_grad_batches=2"], "accumulate_grad_batches"),
+                           (["+callbacks.stop._target_=pytorch_lightning.callbacks.EarlyStopping"], "EarlyStopping"), (["deterministic=true"], "deterministic")):
         assert why in (unpackable(compose_cfg(base + overrides), pack_on_cpu=True) or ""), overrides
+    for fine in (["logger=tensorboard"], ["callbacks=none"], ["scheduler=plateau"], ["trainer.benchmark=true"]):  # not results: packable
+        assert unpackable(compose_cfg(base + fine), pack_on_cpu=True) is None, fine
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")  # a run of another launcher to resume
     assert "last.ckpt" in unpackable(cfg, pack_on_cpu=True)
@@ -145,6 +150,37 @@ def test_which_jobs_pack_together(tmp_path) -> None:
         assert pack_signature(compose_cfg(base + same)) == sig, same
     for other in (["trainer.max_epochs=5"], ["model.net.dropout=0.1"], ["data.batch_size=64"], ["augment=light"]):
         assert pack_signature(compose_cfg(base + other)) != sig, other
+
+
+def test_plateau_steps_on_the_metric_its_monitor_names(tmp_path) -> None:
+    from fer_sweep.train_packed import _Job
+    from helpers import compose_cfg
+
+    def rates(overrides: list[str], records: list[dict]) -> list[float]:
+        job = _Job(compose_cfg(["scheduler=plateau", "scheduler.partial.patience=0", f"paths.output_dir={tmp_path}", *overrides]), [])
+        out = []
+        for record in records:
+            job.step_scheduler(record)
+            out.append(job.lr)
+        return out
+
+    rising = [{"val_acc": a, "val_loss": 2.0 - a, "train_acc": a, "train_loss": 2.0 - a} for a in (0.3, 0.4, 0.5)]
+    assert rates([], rising) == [1e-3, 1e-3, 1e-3]  # val/acc, mode max: improving, no cut
+    assert rates(["scheduler.monitor=val/loss", "scheduler.partial.mode=min"], rising) == pytest.approx([1e-3, 1e-3, 1e-3])
+    worse_loss = [dict(r, val_loss=1.0 + i) for i, r in enumerate(rising)]
+    assert rates(["scheduler.monitor=val/loss", "scheduler.partial.mode=min"], worse_loss) == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_job_losses_are_each_jobs_own_cross_entropy() -> None:
+    from fer_sweep.train_packed import job_losses
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 10, 7), torch.randint(0, 7, (3, 10))
+    weight = torch.rand(7) + 0.5
+    got = job_losses(logits, labels, weight, 0.1)
+    for k in range(3):
+        assert got[k] == pytest.approx(float(F.cross_entropy(logits[k], labels[k], weight=weight, label_smoothing=0.1)), rel=1e-6)
+    assert torch.allclose(job_losses(logits, labels), torch.stack([F.cross_entropy(logits[k], labels[k]) for k in range(3)]))
 
 # -- real packed sweeps on FER2013 ------------------------------------------------------------
 from helpers import run_cli  # noqa: E402
@@ -183,6 +219,14 @@ def test_packed_jobs_start_and_batch_as_separate_jobs(fer_root, tmp_path):
         assert res_a["test_acc_best"] == pytest.approx(res_b["test_acc_best"], abs=0.006)  # at most one face of 180
         states.append(a)
     assert not torch.allclose(states[0]["net.norm.running_mean"], states[1]["net.norm.running_mean"], atol=1e-3)
+    for run in _jobs(packed):  # each job's own log file has the pack's log
+        assert "packed run: 2 jobs" in (run / "train.log").read_text()
+    # a forced rerun is a fresh start: the first run's checkpoints are set aside, not overwritten or resumed
+    proc = run_cli([*args, *PACKED, f"hydra.sweep.dir={packed}", "force=true"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for run in _jobs(packed):
+        aside = list(run.glob("checkpoints.replaced-*/best.ckpt"))
+        assert len(aside) == 1 and (run / "checkpoints" / "best.ckpt").is_file()
 
 
 @pytest.mark.slow

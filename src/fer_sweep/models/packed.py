@@ -146,13 +146,19 @@ class PackedAdam:
         if amsgrad:
             raise ValueError("optimizer.amsgrad=true cannot be packed; expected the plain Adam update")
         self.params = list(params)
-        self.lr = lr
+        self.set_lr(lr)
         self.beta1, self.beta2 = float(betas[0]), float(betas[1])
         self.eps = float(eps)
         self.decay = [float((decay or {}).get(id(p), weight_decay)) for p in self.params]
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = 0
+
+    def set_lr(self, lr: torch.Tensor) -> None:
+        """Each model's rate, ``(K,)``; spread once here to every parameter's shape, so a step
+        multiplies whole tensors (CUDA's multi-tensor kernels need operands of equal shapes)."""
+        self.lr = lr
+        self._rates = [lr.to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1))).expand_as(p).contiguous() for p in self.params]
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -180,6 +186,5 @@ class PackedAdam:
         torch._foreach_div_(denom, bias2_sqrt)
         torch._foreach_add_(denom, self.eps)
         update = torch._foreach_div(m, denom)
-        step = self.lr / bias1  # (K,): each model's step size
-        torch._foreach_mul_(update, [step.view(-1, *([1] * (p.dim() - 1))) for p in params])
-        torch._foreach_sub_(params, update)
+        torch._foreach_mul_(update, [self._rates[i] for i in live])
+        torch._foreach_add_(params, update, alpha=-1.0 / bias1)

@@ -41,8 +41,15 @@ class PackedLauncher(Launcher):
             cfg.hydra.job.num = idx
         return cfg
 
-    def _run(self, sweep_config: DictConfig, task: TaskFunction) -> JobReturn:
-        return run_job(hydra_context=self.hydra_context, task_function=task, config=sweep_config,
+    def _run(self, sweep_config: DictConfig, task: TaskFunction, callbacks: bool = True) -> JobReturn:
+        """Hydra's ``run_job``; ``callbacks=False`` for the capture pass, whose job has not run yet,
+        so that no callback sees it start and end (the real task's pass, for jobs run alone, does)."""
+        context = self.hydra_context
+        if not callbacks:
+            from hydra._internal.callbacks import Callbacks
+
+            context = HydraContext(config_loader=context.config_loader, callbacks=Callbacks())
+        return run_job(hydra_context=context, task_function=task, config=sweep_config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -56,6 +63,7 @@ class PackedLauncher(Launcher):
         returns: list[JobReturn] = []
         resolved: list[DictConfig] = []
         raw: list[DictConfig] = []
+        log_files: list[Path | None] = []
         configs: list[DictConfig] = []
         for i, overrides in enumerate(job_overrides):
             idx = initial_job_idx + i
@@ -64,13 +72,20 @@ class PackedLauncher(Launcher):
             captured: dict[str, Any] = {}
 
             def capture(cfg: DictConfig) -> None:  # resolved while HydraConfig is this job's
-                captured["cfg"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-                captured["raw"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+                from hydra.core.hydra_config import HydraConfig
 
-            ret = self._run(sweep_config, capture)
+                captured["raw"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+                captured["cfg"] = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+                hydra_cfg = HydraConfig.get()
+                captured["log"] = Path(hydra_cfg.runtime.output_dir) / f"{hydra_cfg.job.name}.log"
+
+            ret = self._run(sweep_config, capture, callbacks=False)
+            if ret.status == JobStatus.FAILED:  # its config did not resolve: the real task will say why
+                log.warning("job #%d: %s", idx, ret._return_value)
             returns.append(ret)
             resolved.append(captured.get("cfg"))
             raw.append(captured.get("raw"))
+            log_files.append(captured.get("log"))
             configs.append(sweep_config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         groups: dict[str, list[int]] = {}
@@ -85,7 +100,8 @@ class PackedLauncher(Launcher):
         for members in groups.values():
             for start in range(0, len(members), self.max_jobs):
                 pack = members[start : start + self.max_jobs]
-                results = run_pack([resolved[i] for i in pack], [list(job_overrides[i]) for i in pack])
+                logs = [log_files[i] if log_files[i] is not None and log_files[i].is_file() else None for i in pack]
+                results = run_pack([resolved[i] for i in pack], [list(job_overrides[i]) for i in pack], logs)
                 for i, res in zip(pack, results):
                     returns[i].return_value = res.get("best_val_acc")
                     returns[i].status = JobStatus.COMPLETED
