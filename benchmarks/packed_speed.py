@@ -10,7 +10,10 @@ each, with Adam, forward, backward and update:
   ``torch.optim.Adam``, stepped one after another in this process (what K jobs cost when they
   take turns on one device; on the CPU each uses the project's fast training path);
 * packed: one :class:`~fer_sweep.models.packed.PackedDeepEmotion` of the K networks and
-  :class:`~fer_sweep.models.packed.PackedAdam` (what ``hydra/launcher=packed`` runs).
+  :class:`~fer_sweep.models.packed.PackedAdam` (what ``hydra/launcher=packed`` runs), its
+  convolutions on NCHW tensors;
+* packed_cl: the same on channels-last tensors (what a pack runs with ``model.channels_last=true``,
+  the default): grouped convolutions are fast in one layout or the other depending on the device.
 
 The variants alternate over ``--rounds`` and the median round is reported: seconds per step of all
 K networks, the ratio separate/packed, and what that step time means for the study's grid (20 jobs x
@@ -109,13 +112,16 @@ def main(argv=None) -> dict:
     torch.manual_seed(0)
     nets = [DeepEmotion().to(device).train() for _ in range(args.k)]
     packed = PackedDeepEmotion(nets).to(device).train()
+    packed_cl = PackedDeepEmotion(nets, channels_last=True).to(device).train()
     optimizers = [torch.optim.Adam(n.parameters(), lr=1e-3) for n in nets]
     packed_opt = PackedAdam(list(packed.parameters()), torch.full((args.k,), 1e-3, device=device))
+    packed_cl_opt = PackedAdam(list(packed_cl.parameters()), torch.full((args.k,), 1e-3, device=device))
     faces = torch.randint(0, 256, (args.k, args.batch, 48, 48), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 7, (args.k, args.batch), device=device)
     variants = {
         "separate": lambda: separate_step(nets, optimizers, faces, labels, device, args.precision),
         "packed": lambda: packed_step(packed, packed_opt, faces, labels, device, args.precision),
+        "packed_cl": lambda: packed_step(packed_cl, packed_cl_opt, faces, labels, device, args.precision),
     }
     print(f"Deep-Emotion training steps, K={args.k} networks x batch {args.batch}, Adam, precision {args.precision}, torch {torch.__version__}")
     print(f"device: {device.type}: {name}; {args.steps} timed steps after {args.warmup} warm-up, {args.rounds} alternating rounds")
@@ -127,20 +133,21 @@ def main(argv=None) -> dict:
         for key, step in (variants.items() if r % 2 == 0 else reversed(list(variants.items()))):
             t = time_steps(step, args.steps, device)
             times[key].append(t)
-            print(f"  round {r + 1} {key:8s} {t * 1e3:9.2f} ms per step of {args.k} networks")
+            print(f"  round {r + 1} {key:9s} {t * 1e3:9.2f} ms per step of {args.k} networks")
     median = {k: statistics.median(v) for k, v in times.items()}
     steps_per_epoch = math.ceil(TRAIN_FACES / args.batch)
     grid_steps = GRID_JOBS * GRID_EPOCHS * steps_per_epoch / args.k  # steps of K networks
     print("\nmedian seconds per step of all K networks:")
     for key, t in median.items():
-        print(f"  {key:8s} {t * 1e3:9.2f} ms  ({args.k * args.batch / t:,.0f} faces/s trained)")
+        print(f"  {key:9s} {t * 1e3:9.2f} ms  ({args.k * args.batch / t:,.0f} faces/s trained)")
     ratio = median["separate"] / median["packed"]
-    print(f"  separate/packed = {ratio:.2f}")
+    ratio_cl = median["separate"] / median["packed_cl"]
+    print(f"  separate/packed = {ratio:.2f}, separate/packed_cl = {ratio_cl:.2f}")
     projection = {k: grid_steps * t / 60 for k, t in median.items()}
     print(f"study grid ({GRID_JOBS} x {GRID_EPOCHS} epochs, {steps_per_epoch} steps of batch {args.batch}), training steps only: "
           + ", ".join(f"{k} {m:.1f} min" for k, m in projection.items()) + " (target: whole grid <= 10 min on one H100)")
     result = {"device": device.type, "device_name": name, "k": args.k, "batch": args.batch, "precision": args.precision, "torch": torch.__version__,
-              "step_s": times, "median_step_s": median, "separate_over_packed": ratio, "grid_training_minutes": projection}
+              "step_s": times, "median_step_s": median, "separate_over_packed": ratio, "separate_over_packed_cl": ratio_cl, "grid_training_minutes": projection}
     if args.json:
         atomic_write_json(args.json, result)
     return result

@@ -63,5 +63,5 @@ def test_packed_speed_times_both_variants_and_projects_the_grid(tmp_path):
     r = run_benchmark("packed_speed.py", ["--k", "2", "--batch", "16", "--steps", "1", "--warmup", "1", "--rounds", "2", "--device", "cpu", "--json", str(out)])
     assert cpu_model() in r.stdout and "separate/packed = " in r.stdout and "study grid (20 x 200 epochs" in r.stdout, r.stdout
     data = json.loads(out.read_text())
-    assert set(data["median_step_s"]) == {"separate", "packed"} and all(len(v) == 2 for v in data["step_s"].values())
+    assert set(data["median_step_s"]) == {"separate", "packed", "packed_cl"} and all(len(v) == 2 for v in data["step_s"].values())
     assert data["separate_over_packed"] == data["median_step_s"]["separate"] / data["median_step_s"]["packed"]

@@ -82,7 +82,7 @@ PACKED_PRECISIONS = {"32": None, "32-true": None, "bf16-mixed": torch.bfloat16}
 def unpackable(cfg: DictConfig, pack_on_cpu: bool = False) -> str | None:
     """Why this job cannot join a pack (one line), or ``None`` when it can.  Jobs that train on the
     CPU run alone unless ``pack_on_cpu``: there the project's fast single-network path (oneDNN and the
-    native kernel) beats grouped convolutions about 3.6x (``benchmarks/packed_speed.py``)."""
+    native kernel) beats grouped convolutions about 3-4x (``benchmarks/packed_speed.py``)."""
     if not pack_on_cpu and _device(cfg).type == "cpu":
         return "it trains on the CPU, where jobs one by one are faster than a pack (hydra.launcher.pack_on_cpu=true packs anyway)"
     if (cfg.model.get("net") or {}).get("name") != "deep_emotion":
@@ -158,9 +158,9 @@ class _Job:
         self.live = True
         self.started = time.time()
         self.probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=float(cfg.optimizer.lr))
-        self.probe.step()  # a no-op (no gradient) that tells the scheduler the optimizer has stepped
         partial = (cfg.get("scheduler") or {}).get("partial")
         self.scheduler = hydra.utils.instantiate(partial)(optimizer=self.probe) if partial is not None else None
+        self.probe.step()  # a no-op (no gradient) that tells the scheduler the optimizer has stepped
         self.monitor = cfg.scheduler.get("monitor") if partial is not None else None
         self.seed, self.data_seed = int(cfg.seed), int(cfg.data.seed)
 
@@ -402,7 +402,7 @@ def _fit_and_test(jobs: list[_Job], cfg: DictConfig) -> None:
         write_results(job.out_dir, job.results)
     tensors = {k: (x.to(device), y.to(device)) for k, (x, y) in dm.tensors.items()}
     train_x, train_y = tensors["train"]
-    model = PackedDeepEmotion(nets).to(device)
+    model = PackedDeepEmotion(nets, channels_last=bool(cfg.model.get("channels_last", False))).to(device)
     k, n, batch = len(jobs), len(train_y), int(dm.batch_size)
     weight = dm.class_weights().to(device) if cfg.model.get("class_weighted") else None
     smoothing = float(cfg.model.get("label_smoothing", 0.0))

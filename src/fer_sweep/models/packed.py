@@ -42,12 +42,15 @@ def _name(key: str) -> str:
 class PackedDeepEmotion(nn.Module):
     """``K`` Deep-Emotion networks with stacked weights; input ``(K, B, 1, 48, 48)``, output ``(K, B, classes)``.
 
-    Built from K networks of the same shape (:meth:`from_nets`); the parameter of layer ``L`` has shape
+    Built from K networks of the same shape (the constructor's ``nets``); the parameter of layer ``L`` has shape
     ``(K, *L.shape)``, so an optimizer that works element-wise (Adam, SGD) updates all K networks as
     it would update each one alone, given a per-model learning rate (:class:`PackedAdam`)."""
 
-    def __init__(self, nets: list[DeepEmotion]) -> None:
+    def __init__(self, nets: list[DeepEmotion], channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = channels_last
+        """Run the convolutions on channels-last tensors (``model.channels_last``; which layout is
+        faster for grouped convolutions depends on the device: ``benchmarks/packed_speed.py``)."""
         if not nets:
             raise ValueError("PackedDeepEmotion needs at least one network")
         first = nets[0]
@@ -64,9 +67,6 @@ class PackedDeepEmotion(nn.Module):
                 self.register_parameter(_name(key), nn.Parameter(stacked))
         self._keys = list(states[0])
 
-    @classmethod
-    def from_nets(cls, nets: list[DeepEmotion]) -> "PackedDeepEmotion":
-        return cls(nets)
 
     def _p(self, key: str) -> torch.Tensor:
         return getattr(self, _name(key))
@@ -85,7 +85,10 @@ class PackedDeepEmotion(nn.Module):
     def _conv(self, x: torch.Tensor, key: str) -> torch.Tensor:
         """``x (B, K*Cin, H, W)`` -> ``(B, K*Cout, H', W')``: model k's channels through its own filters."""
         w, b = self._p(key + ".weight"), self._p(key + ".bias")
-        return F.conv2d(x, w.reshape(-1, *w.shape[2:]), b.reshape(-1), groups=self.k)
+        w = w.reshape(-1, *w.shape[2:])
+        if self.channels_last:
+            w = w.contiguous(memory_format=torch.channels_last)
+        return F.conv2d(x, w, b.reshape(-1), groups=self.k)
 
     def _linear(self, x: torch.Tensor, key: str) -> torch.Tensor:
         """``x (K, B, in)`` -> ``(K, B, out)``."""
@@ -111,6 +114,8 @@ class PackedDeepEmotion(nn.Module):
             raise ValueError(f"input holds batches for {k} networks; this pack has {self.k}")
         faces = x.reshape(k, b, *x.shape[-2:]).transpose(0, 1)  # (B, K, H, W): model k's face is channel k
         h, w = faces.shape[-2:]
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        faces = faces.contiguous(memory_format=layout)
         # attention branch: the affine transform of every face of every model
         loc = F.relu(F.max_pool2d(self._conv(faces, "localization.0"), 2, 2))
         loc = F.relu(F.max_pool2d(self._conv(loc, "localization.3"), 2, 2))
@@ -118,7 +123,7 @@ class PackedDeepEmotion(nn.Module):
         theta = self._linear(F.relu(self._linear(loc, "fc_loc.0")), "fc_loc.2")  # (K, B, 6)
         theta = theta.transpose(0, 1).reshape(b * k, 2, 3)
         grid = F.affine_grid(theta, [b * k, 1, h, w], align_corners=False)
-        out = F.grid_sample(faces.reshape(b * k, 1, h, w), grid, align_corners=False).view(b, k, h, w)
+        out = F.grid_sample(faces.reshape(b * k, 1, h, w), grid, align_corners=False).view(b, k, h, w).contiguous(memory_format=layout)
         # classifier
         out = F.relu(self._conv(out, "conv1"))
         out = F.relu(F.max_pool2d(self._conv(out, "conv2"), 2, 2))
