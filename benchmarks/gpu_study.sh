@@ -10,8 +10,9 @@
 #       benchmarks/packed_speed.py (20 networks one after another vs packed, float32 and bf16);
 #       timing.txt gets the pack's epochs, so a pack stopped by the deadline still gives the projection
 #
-# Needs: FER2013 as .devdata/fer2013.tgz (or FER2013_ROOT), and, where hydra/omegaconf or
-# fer_sweep are missing, their wheels in .whl/.
+# Needs: FER2013 as .devdata/fer2013.txz or .tgz (or FER2013_ROOT), and, where hydra/omegaconf are
+# missing, their wheels in .whl/ (benchmarks/gpu_prepare.sh makes both); where fer_sweep is missing,
+# it is taken from this working tree (copied into /tmp/site as its wheel would lay it out).
 set -u
 T0=$(date +%s)
 OUT=${OUT:-/tmp/fer_out}; mkdir -p "$OUT"
@@ -22,10 +23,14 @@ log() { echo "[$(( $(date +%s) - T0 ))s] $*" | tee -a "$WORK/timing.txt"; }
 
 if ls .whl/*.whl >/dev/null 2>&1 && ! $PY -c "import hydra, fer_sweep" 2>/dev/null; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  if ! PYTHONPATH=/tmp/site $PY -c "import fer_sweep" 2>/dev/null; then  # the package from this tree, laid out as its wheel
+    mkdir -p /tmp/site/hydra_plugins && cp -r src/fer_sweep /tmp/site/ && cp -r conf /tmp/site/fer_sweep/conf && cp -r src/hydra_plugins/* /tmp/site/hydra_plugins/
+  fi
   export PYTHONPATH=/tmp/site
 fi
-if [ -f .devdata/fer2013.tgz ] && [ -z "${FER2013_ROOT:-}" ]; then
-  mkdir -p /tmp/fer_data && tar xzf .devdata/fer2013.tgz -C /tmp/fer_data && export FER2013_ROOT=/tmp/fer_data/fer2013
+if [ -z "${FER2013_ROOT:-}" ] && { [ -f .devdata/fer2013.txz ] || [ -f .devdata/fer2013.tgz ]; }; then
+  ARCHIVE=$(ls .devdata/fer2013.txz .devdata/fer2013.tgz 2>/dev/null | head -1)
+  mkdir -p /tmp/fer_data && tar xf "$ARCHIVE" -C /tmp/fer_data && export FER2013_ROOT=/tmp/fer_data/fer2013
 fi
 export FER_SWEEP_CACHE=${FER_SWEEP_CACHE:-/tmp/fer_cache} PYTHONUNBUFFERED=1
 log "setup done; torch: $($PY -c 'import torch; print(torch.__version__, torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")')"
