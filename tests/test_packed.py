@@ -328,3 +328,5 @@ def test_sigterm_stops_a_pack_and_says_so(fer_root, tmp_path):
         res = json.loads((run / "results.json").read_text())
         assert res["status"] == "interrupted" and res["epochs_run"] >= 1, res
         assert res["error"] == f"stopped by SIGTERM after {res['epochs_run']} epoch(s); a packed job keeps no last.ckpt, so rerunning the sweep trains it afresh"
+        meta = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["fer_sweep"]  # its best epoch so far
+        assert len(meta["history"]) == res["best_epoch"]

@@ -401,9 +401,8 @@ def _fit_and_test(jobs: list[_Job], cfg: DictConfig) -> None:
         job.results.update(class_names=class_names, splits=dict(dm.split_sources))
         write_results(job.out_dir, job.results)
     tensors = {k: (x.to(device), y.to(device)) for k, (x, y) in dm.tensors.items()}
-    train_x, train_y = tensors["train"]
     model = PackedDeepEmotion(nets, channels_last=bool(cfg.model.get("channels_last", False))).to(device)
-    k, n, batch = len(jobs), len(train_y), int(dm.batch_size)
+    k = len(jobs)
     weight = dm.class_weights().to(device) if cfg.model.get("class_weighted") else None
     smoothing = float(cfg.model.get("label_smoothing", 0.0))
     fc_decay = float(cfg.model.get("fc_weight_decay", 0.0) or 0.0)
@@ -413,9 +412,25 @@ def _fit_and_test(jobs: list[_Job], cfg: DictConfig) -> None:
                            decay={id(p): fc_decay for p in model.fc_weights()} if fc_decay else None)
     best = {name: t.detach().clone() for name, t in model.state_dict().items()}
     best_acc = torch.full((k,), -1.0)
+    log.info("packed run: %d jobs of Deep-Emotion on %s, %d epochs, batch %d per job", k, device, int(cfg.trainer.max_epochs), int(dm.batch_size))
+    try:
+        _epochs(jobs, model, optimizer, best, best_acc, tensors, dm, cfg, autocast, weight, smoothing)
+    except (_Stop, KeyboardInterrupt):  # stopped: each job still gets the checkpoint of its best epoch so far
+        model.load_state_dict(best)
+        _save_best(jobs, model, spec, class_names)
+        raise
+    _finish(jobs, model, best, tensors, dm, spec, class_names, autocast)
+
+
+def _epochs(jobs: list[_Job], model: PackedDeepEmotion, optimizer: PackedAdam, best: dict, best_acc: torch.Tensor, tensors: dict, dm, cfg: DictConfig,
+            autocast: torch.dtype | None, weight: torch.Tensor | None, smoothing: float) -> None:
+    """The training epochs of a pack: each job's batches, its rate, validation, its record and
+    scheduler step, and the stacked best weights (``best``, updated in place)."""
+    device = tensors["train"][0].device
+    train_x, train_y = tensors["train"]
+    k, n, batch = len(jobs), len(train_y), int(dm.batch_size)
     augment = dm.augment
     max_epochs = int(cfg.trainer.max_epochs)
-    log.info("packed run: %d jobs of Deep-Emotion on %s, %d epochs, batch %d per job", k, device, max_epochs, batch)
     for epoch in range(max_epochs):
         epoch_lr = [job.lr for job in jobs]
         optimizer.set_lr(torch.tensor([lr if job.live else 0.0 for lr, job in zip(epoch_lr, jobs)], device=device))
@@ -469,7 +484,18 @@ def _fit_and_test(jobs: list[_Job], cfg: DictConfig) -> None:
         if not any(job.live for job in jobs):
             break
         log.info("epoch %d/%d: val acc %s", epoch + 1, max_epochs, " ".join(f"{float(a):.4f}" for a in val_acc))
-    _finish(jobs, model, best, tensors, dm, spec, class_names, autocast)
+
+
+def _save_best(jobs: list[_Job], model: PackedDeepEmotion, spec: dict, class_names: list[str]) -> dict[int, Path]:
+    """``checkpoints/best.ckpt`` of every job with a best epoch, from ``model`` holding the best
+    weights (a diverged job's too: its best epoch before it diverged); returns the paths by slot."""
+    paths = {}
+    for i, job in enumerate(jobs):
+        epoch, _ = best_epoch(job.history)
+        if epoch is not None:
+            paths[i] = job.out_dir / "checkpoints" / "best.ckpt"
+            _save_checkpoint(paths[i], model.unpack(i), spec, class_names, job.history[:epoch], epoch - 1)
+    return paths
 
 
 def _finish(jobs: list[_Job], model: PackedDeepEmotion, best: dict, tensors: dict, dm, spec: dict, class_names: list[str], autocast) -> None:
@@ -480,13 +506,10 @@ def _finish(jobs: list[_Job], model: PackedDeepEmotion, best: dict, tensors: dic
     last_logits = _eval(model, test_x, test_y, int(dm.eval_batch_size), autocast)[0] if testing else None
     model.load_state_dict(best)
     best_logits = _eval(model, test_x, test_y, int(dm.eval_batch_size), autocast)[0] if testing else None
+    paths = _save_best(jobs, model, spec, class_names)
     for i, job in enumerate(jobs):
-        epoch, _ = best_epoch(job.history)
-        if epoch is None:
-            continue
-        path = job.out_dir / "checkpoints" / "best.ckpt"
-        _save_checkpoint(path, model.unpack(i), spec, class_names, job.history[:epoch], epoch - 1)
-        if not job.live:
+        path = paths.get(i)
+        if path is None or not job.live:
             continue
         job.results.update(status="completed", best_checkpoint=str(path))
         if testing:
