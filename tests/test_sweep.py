@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -114,3 +115,44 @@ def test_killed_sweep_is_finished_by_rerunning_it(fer_root, tmp_path):
     with open(second / "metrics.csv") as fh:
         assert [int(r["epoch"]) for r in csv.DictReader(fh)] == [1, 2, 3]
     assert {r["status"] for r in _summary(sweep).values()} == {"completed"}
+
+
+def test_sigterm_to_a_joblib_sweeps_launcher_stops_its_workers(fer_root, tmp_path):
+    """``kill <launcher pid>`` alone: the launcher passes SIGTERM on to its loky workers, each job
+    records itself interrupted (rerun resumes it), no worker trains on, and the launcher exits 143.
+    (With the plugin's own launcher the workers trained their jobs to the end after it had died.)"""
+    from hydra_plugins.fer_sweep_launchers.joblib_launcher import descendants
+
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("FER_SWEEP_RUN_ID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "fer_sweep", "-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}",
+                             "data.subset=0.05", "trainer.max_epochs=30", "trainer.accelerator=cpu", "logger=none", "callbacks=none", "threads=1"],
+                            cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(list(sweep.glob("*/metrics.csv"))) < 2:
+            time.sleep(0.2)
+        workers = descendants(proc.pid)
+        assert workers, "no worker processes found"
+        proc.send_signal(signal.SIGTERM)  # the launcher alone, not its process group
+        assert proc.wait(timeout=120) == 143
+        time.sleep(1)
+        assert [pid for pid in workers if _live_worker(pid)] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    for run in (p for p in sweep.iterdir() if p.is_dir()):
+        res = json.loads((run / "results.json").read_text())
+        assert res["status"] == "interrupted" and res["epochs_run"] < 30, res
+        assert res["error"].endswith("rerun the same command to resume from last.ckpt")
+
+
+def _live_worker(pid: int) -> bool:
+    """A process that still runs (not a zombie) and is not loky's resource tracker, which is left to
+    clean up shared memory and exits on its own."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z" and b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, IndexError):
+        return False

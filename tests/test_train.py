@@ -197,10 +197,10 @@ def test_installed_wheel_finds_its_config(tmp_path):
     assert str(target) in proc.stdout and "ReduceLROnPlateau" in proc.stdout
     # the packed launcher ships in the wheel, and Hydra's own plugin scan finds it there
     # (an editable install needs fer_sweep.__main__.register_packed_launcher)
-    assert (target / "hydra_plugins" / "fer_sweep_packed" / "packed_launcher.py").is_file()
+    assert (target / "hydra_plugins" / "fer_sweep_launchers" / "packed_launcher.py").is_file()
     scan = subprocess.run([sys.executable, "-c", "from hydra.core.plugins import Plugins; from hydra.plugins.launcher import Launcher; "
                            "print([c.__module__ for c in Plugins.instance().discover(Launcher)])"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    assert "hydra_plugins.fer_sweep_packed.packed_launcher" in scan.stdout, scan.stdout + scan.stderr[-2000:]
+    assert "hydra_plugins.fer_sweep_launchers.packed_launcher" in scan.stdout, scan.stdout + scan.stderr[-2000:]
 
 
 @pytest.mark.slow

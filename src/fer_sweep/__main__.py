@@ -5,16 +5,17 @@ import sys
 from fer_sweep.config import quiet_schema_warning, register_resolvers
 
 
-def register_packed_launcher() -> None:
-    """Make ``hydra/launcher=packed`` known to Hydra.  Hydra finds launchers by listing the
-    ``hydra_plugins`` package; an editable install (``pip install -e .``) reaches our part of it
-    through a setuptools path hook that cannot be listed, so the class is registered by name
-    (a wheel install is found by the listing too; registering again changes nothing)."""
+def register_launchers() -> None:
+    """Make our launchers (``hydra/launcher=packed`` and ``joblib``) known to Hydra.  Hydra finds
+    launchers by listing the ``hydra_plugins`` package; an editable install (``pip install -e .``)
+    reaches our part of it through a setuptools path hook that cannot be listed, so the classes are
+    registered by name (a wheel install is found by the listing too; registering again changes nothing)."""
     from hydra.core.plugins import Plugins
-    from hydra_plugins.fer_sweep_packed.packed_launcher import PackedLauncher
+    from hydra_plugins.fer_sweep_launchers.joblib_launcher import JoblibLauncher
+    from hydra_plugins.fer_sweep_launchers.packed_launcher import PackedLauncher
 
-    name = f"{PackedLauncher.__module__}.{PackedLauncher.__name__}"
-    Plugins.instance().class_name_to_class.setdefault(name, PackedLauncher)
+    for cls in (PackedLauncher, JoblibLauncher):
+        Plugins.instance().class_name_to_class.setdefault(f"{cls.__module__}.{cls.__name__}", cls)
 
 
 def cli() -> None:
@@ -26,7 +27,7 @@ def cli() -> None:
         sys.exit(2)
     register_resolvers()
     quiet_schema_warning()
-    register_packed_launcher()
+    register_launchers()
     from fer_sweep import train
     from fer_sweep.sweep import state
 

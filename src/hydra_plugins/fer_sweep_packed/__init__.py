@@ -1,1 +1,0 @@
-"""fer_sweep's Hydra launcher that trains a sweep's Deep-Emotion jobs together (``hydra/launcher=packed``)."""
