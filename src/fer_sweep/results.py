@@ -51,6 +51,17 @@ def read_results(run_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def new_results(cfg, overrides: list[str]) -> dict[str, Any]:
+    """The record a run starts with (status ``running``): what it is, from its config, and the
+    command-line overrides that made it.  ``train.py`` and packed training both start here, so a
+    job's ``results.json`` has the same keys however it was launched."""
+    return {
+        "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
+        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
+        "model": cfg.model.net.get("name"), "max_epochs": cfg.trainer.get("max_epochs"), "overrides": list(overrides),
+    }
+
+
 def write_results(run_dir: str | Path, results: dict[str, Any]) -> Path:
     if results.get("status") not in STATUSES:
         raise ValueError(f"results status {results.get('status')!r}; expected one of {STATUSES}")

@@ -30,7 +30,7 @@ from fer_sweep.config import CONFIG_NAME, CONFIG_PATH, ConfigError, quiet_schema
 from fer_sweep.data.errors import FER2013Error
 from fer_sweep.models.module import DivergedError
 from fer_sweep.models.registry import CheckpointError, load_checkpoint
-from fer_sweep.results import best_epoch, read_results, write_results
+from fer_sweep.results import best_epoch, new_results, read_results, write_results
 from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, secondary_rank
 from fer_sweep.weights import resolve_model
 
@@ -144,12 +144,7 @@ def _run_locked(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
             return previous
         how = "continuing it to" if resume_checkpoint(cfg, out_dir) else "no last.ckpt to continue (or resume=false): training afresh to"
         log.info("%s completed %s epochs; %s trainer.max_epochs=%s", out_dir, epochs, how, cfg.trainer.get("max_epochs"))
-    results: dict[str, Any] = {
-        "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
-        "optimizer": str(cfg.optimizer._target_).rsplit(".", 1)[-1].lower(), "lr": cfg.optimizer.get("lr"),
-        "model": cfg.model.net.get("name"), "max_epochs": cfg.trainer.get("max_epochs"),
-        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [],
-    }
+    results = new_results(cfg, list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else [])
     start = time.time()
     stop: SystemExit | None = None
     writer = not secondary_rank()  # under DDP rank 0 writes the run's files; the other ranks train

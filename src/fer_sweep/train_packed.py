@@ -44,9 +44,10 @@ from fer_sweep.data.errors import FER2013Error
 from fer_sweep.data.loader import epoch_seed
 from fer_sweep.data.preprocess import to_model_input
 from fer_sweep.io import atomic_write, atomic_write_text
+from fer_sweep.models.module import report_from_confusion
 from fer_sweep.models.packed import PackedAdam, PackedDeepEmotion
 from fer_sweep.models.registry import net_spec
-from fer_sweep.results import best_epoch, read_results, write_results
+from fer_sweep.results import best_epoch, new_results, read_results, write_results
 from fer_sweep.run_folder import RunFolderBusy, other_settings, run_folder_lock, set_aside_checkpoints
 
 log = logging.getLogger(__name__)
@@ -149,11 +150,7 @@ class _Job:
 
     def __init__(self, cfg: DictConfig, overrides: list[str]) -> None:
         self.cfg, self.out_dir = cfg, Path(cfg.paths.output_dir)
-        self.results: dict[str, Any] = {
-            "status": "running", "seed": cfg.get("seed"), "scheduler": cfg.scheduler.get("name"),
-            "optimizer": "adam", "lr": cfg.optimizer.get("lr"), "model": "deep_emotion",
-            "max_epochs": cfg.trainer.get("max_epochs"), "overrides": list(overrides),
-        }
+        self.results = new_results(cfg, overrides)
         self.history: list[dict[str, float]] = []
         self.live = True
         self.started = time.time()
@@ -218,10 +215,8 @@ def split_report(logits: torch.Tensor, labels: torch.Tensor, class_names: list[s
 
     c = logits.shape[-1]
     pred = logits.argmax(-1)
-    cm = torch.bincount(labels * c + pred, minlength=c * c).view(c, c).cpu()
-    per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
-    return {"acc": float((pred == labels).float().mean()), "macro_f1": float(multiclass_f1_score(pred, labels, c, average="macro", validate_args=False)),
-            "per_class_acc": dict(zip(class_names, per_class)), "confusion_matrix": cm.tolist()}
+    cm = torch.bincount(labels * c + pred, minlength=c * c).view(c, c)
+    return report_from_confusion(cm, float((pred == labels).float().mean()), float(multiclass_f1_score(pred, labels, c, average="macro", validate_args=False)), class_names)
 
 
 def _save_checkpoint(path: Path, state: dict[str, torch.Tensor], spec: dict, class_names: list[str], history: list[dict], epoch: int) -> None:

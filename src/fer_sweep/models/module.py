@@ -30,6 +30,14 @@ from fer_sweep.models.registry import net_spec
 log = logging.getLogger(__name__)
 
 
+def report_from_confusion(confusion: torch.Tensor, acc: float, macro_f1: float, class_names: list[str]) -> dict[str, Any]:
+    """A test's report as ``results.json`` keeps it: accuracy, macro-F1, per-class accuracy (recall)
+    from the ``(true, predicted)`` confusion matrix, and the matrix itself."""
+    cm = confusion.cpu()
+    per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
+    return {"acc": acc, "macro_f1": macro_f1, "per_class_acc": dict(zip(class_names, per_class)), "confusion_matrix": cm.tolist()}
+
+
 class DivergedError(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -187,14 +195,7 @@ class FERClassifier(DrawnSeed, pl.LightningModule):
         self.test_confusion.update(logits, y)
 
     def on_test_epoch_end(self) -> None:
-        cm = self.test_confusion.compute().cpu()
-        per_class = (cm.diag().float() / cm.sum(1).clamp(min=1).float()).tolist()
-        self.test_report = {
-            "acc": float(self.test_acc.compute()),
-            "macro_f1": float(self.test_f1.compute()),
-            "per_class_acc": dict(zip(self.class_names, per_class)),
-            "confusion_matrix": cm.tolist(),
-        }
+        self.test_report = report_from_confusion(self.test_confusion.compute(), float(self.test_acc.compute()), float(self.test_f1.compute()), self.class_names)
         self.log_dict({"test/acc": self.test_report["acc"], "test/macro_f1": self.test_report["macro_f1"]})
         for m in (self.test_acc, self.test_f1, self.test_confusion):
             m.reset()

@@ -29,8 +29,6 @@ import torch.nn.functional as F
 
 from fer_sweep.models.deep_emotion import DeepEmotion
 
-CONVS = ("localization.0", "localization.3", "conv1", "conv2", "conv3", "conv4")
-LINEARS = ("fc_loc.0", "fc_loc.2", "fc1", "fc2")
 NORM = "norm"
 
 
@@ -54,10 +52,9 @@ class PackedDeepEmotion(nn.Module):
         if not nets:
             raise ValueError("PackedDeepEmotion needs at least one network")
         first = nets[0]
-        self.k, self.num_classes = len(nets), first.num_classes
+        self.k = len(nets)
         self.dropout_p = float(first.dropout.p)
         self.bn_eps, self.bn_momentum = first.norm.eps, first.norm.momentum
-        self.net_kwargs = dict(getattr(first, "init_kwargs", {"num_classes": first.num_classes, "dropout": first.dropout.p}))
         states = [n.state_dict() for n in nets]
         for key, value in states[0].items():
             stacked = torch.stack([s[key].detach() for s in states]).clone()
@@ -67,19 +64,12 @@ class PackedDeepEmotion(nn.Module):
                 self.register_parameter(_name(key), nn.Parameter(stacked))
         self._keys = list(states[0])
 
-
     def _p(self, key: str) -> torch.Tensor:
         return getattr(self, _name(key))
 
     def unpack(self, k: int) -> dict[str, torch.Tensor]:
         """Network ``k``'s state dict, as :class:`DeepEmotion` names it (tensors on the CPU)."""
         return {key: self._p(key)[k].detach().cpu().clone() for key in self._keys}
-
-    def load_net(self, k: int, state: dict[str, torch.Tensor]) -> None:
-        """Put a DeepEmotion state dict into slot ``k``."""
-        with torch.no_grad():
-            for key in self._keys:
-                self._p(key)[k].copy_(state[key])
 
     # -- layers over the model axis --------------------------------------------------------
     def _conv(self, x: torch.Tensor, key: str) -> torch.Tensor:
